@@ -203,8 +203,8 @@ class PolicySnapshot:
         role_map: dict[tuple[str, str], tuple[Rule, ...]] = {}
         crole_map: dict[str, tuple[Rule, ...]] = {}
         if include_defaults:
-            for obj in DEFAULT_CLUSTER_ROLES:
-                crole_map[obj["metadata"]["name"]] = _rules_of(obj)
+            for default in DEFAULT_CLUSTER_ROLES:
+                crole_map[default["metadata"]["name"]] = _rules_of(default)
         for obj in roles:
             try:
                 herd, name = _herd_name(obj, namespaced=True)
@@ -286,7 +286,7 @@ def _herd_name(obj: Mapping[str, Any], *, namespaced: bool) -> tuple[str, str]:
     herd = meta.get("herd")
     if namespaced and not (isinstance(herd, str) and herd):
         raise errors.Invalid("metadata.herd is required")
-    return (herd if namespaced else ""), meta["name"]
+    return (str(herd) if namespaced else ""), str(meta["name"])
 
 
 def _rules_of(obj: Mapping[str, Any]) -> tuple[Rule, ...]:
@@ -436,11 +436,11 @@ def check_rbac_write(subject: Subject, obj: Mapping[str, Any], policy: PolicySna
         )
     if kind in ("RoleBinding", "ClusterRoleBinding"):
         ref = obj.get("roleRef") or {}
-        rkind, rname = ref.get("kind"), ref.get("name")
+        rkind, rname = ref.get("kind"), str(ref.get("name"))
         if rkind == "ClusterRole":
             rules = policy.cluster_roles.get(rname, ())
         elif rkind == "Role" and herd:
-            rules = policy.roles.get((herd, rname), ())
+            rules = policy.roles.get((str(herd), rname), ())
         else:
             return Decision(False, f"roleRef must name a Role or ClusterRole, not {rkind!r}")
         return check_escalation(
@@ -562,8 +562,7 @@ DEFAULT_CLUSTER_ROLES: Final[tuple[dict[str, Any], ...]] = (
     ),
     _cluster_role(
         "view",
-        [{"verbs": _READ, "resources": [r for r in _WORKLOAD if r != "serviceaccounts"]}]
-        + [{"verbs": _READ, "resources": ["serviceaccounts", *_STATUS_READ]}],
+        [{"verbs": _READ, "resources": [*_WORKLOAD, *_STATUS_READ]}],
     ),
 )
 

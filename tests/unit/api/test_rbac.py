@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from runink.api import _rbac
-from runink.api._rbac import RequestAttributes as A
-from runink.api._rbac import Subject
+from runink.api._rbac import RequestAttributes as A, Subject
 
 
 def role(herd: str, name: str, *rules: dict[str, Any]) -> dict[str, Any]:
@@ -509,7 +507,7 @@ def test_default_roles_nest() -> None:
     assert p.cluster_roles.keys() >= {"cluster-admin", "admin", "edit", "view"}
 
 
-_verbs = st.sampled_from(sorted(_rbac.VERBS) + ["*"])
+_verbs = st.sampled_from([*sorted(_rbac.VERBS), "*"])
 _res = st.sampled_from(["pipelines", "secrets", "pipelineruns/status", "*", "*/status", "slices/*"])
 _rules = st.lists(
     st.builds(
