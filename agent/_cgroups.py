@@ -1,0 +1,311 @@
+"""Per-slice cgroups for the Runi Agent, on cgroup v1 (one hierarchy per controller) or v2.
+
+The layout is detected once at agent start (`detect`). Every slice gets one cgroup named after it
+under a ``runink`` parent: ``<root>/<ctrl>/runink/<slice>`` for each v1 controller, or
+``<root>/runink/<slice>`` on v2. On a v1 *hybrid* host (a cgroup2 mount at ``<root>/unified``
+holding no controllers) the slice also gets a v2 leaf there, so that ``cgroup.kill`` gives an
+atomic kill of the whole tree. The launcher (agent/_launcher.py) writes the slice's pid into
+every ``procs_files()`` entry before the slice execs; this module never forks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Version = Literal["v1", "v2"]
+
+#: v1 controllers a slice joins. ``cpuacct`` is listed on its own because hosts mount it either
+#: beside ``cpu`` (``cpu,cpuacct``) or alone; `detect` keeps only the ones that are mounted.
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")
+V2_CONTROLLERS = ("cpu", "memory", "pids")
+CFS_PERIOD_US = 100_000
+PARENT = "runink"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits for one slice; ``None`` means unlimited."""
+
+    cpu_millicores: int | None = None
+    memory_bytes: int | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A point-in-time reading of a slice cgroup (zeros for what the host does not expose)."""
+
+    cpu_seconds: float
+    memory_bytes: int
+    memory_peak_bytes: int
+    pids: int
+    oom_kills: int
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the cgroup hierarchies are mounted on this host.
+
+    ``v1`` maps each mounted v1 controller to its hierarchy root; ``unified`` is the cgroup2 root
+    (the whole tree on v2, ``<root>/unified`` on a hybrid v1 host, ``None`` when absent);
+    ``v2_controllers`` are the controllers that cgroup2 root offers.
+    """
+
+    version: Version
+    root: Path
+    v1: dict[str, Path] = field(default_factory=dict)
+    unified: Path | None = None
+    v2_controllers: frozenset[str] = frozenset()
+
+
+def detect(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> Layout:
+    """Detect v1/v2/hybrid from the files under *root* (a temp dir in file-level tests)."""
+    base = Path(root)
+    if (base / "cgroup.controllers").exists():
+        ctrls = frozenset((base / "cgroup.controllers").read_text().split())
+        return Layout("v2", base, {}, base, ctrls)
+    v1 = {c: base / c for c in V1_CONTROLLERS if (base / c / "cgroup.procs").exists()}
+    if not v1:
+        raise RuntimeError(f"no cgroup hierarchy found under {base}")
+    unified = base / "unified"
+    if (unified / "cgroup.controllers").exists():
+        ctrls = frozenset((unified / "cgroup.controllers").read_text().split())
+        return Layout("v1", base, v1, unified, ctrls)
+    return Layout("v1", base, v1, None, frozenset())
+
+
+def _write(path: Path, value: str) -> None:
+    # One write(2) per value: cgroup files parse each write as a whole.
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: Path, default: int = 0) -> int:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return default
+    return default if text in ("", "max") else int(text)
+
+
+def _read_kv(path: Path) -> dict[str, int]:
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    out: dict[str, int] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def _enable_v2_controllers(layout: Layout, parent: Path) -> None:
+    """Enable cpu/memory/pids for the slices below *parent* (v2 delegates top-down)."""
+    assert layout.unified is not None
+    wanted = [c for c in V2_CONTROLLERS if c in layout.v2_controllers]
+    if not wanted:
+        return
+    for d in (layout.unified, parent):
+        with contextlib.suppress(FileNotFoundError):
+            _write(d / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+
+
+class SliceCgroup:
+    """The cgroup(s) of one slice: create with limits, join (via the launcher), read, kill, remove."""
+
+    def __init__(self, layout: Layout, name: str, parent: str = PARENT) -> None:
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"bad cgroup name {name!r}")
+        self.layout = layout
+        self.name = name
+        self.parent = parent
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def v1_dirs(self) -> dict[str, Path]:
+        return {c: p / self.parent / self.name for c, p in self.layout.v1.items()}
+
+    @property
+    def v2_dir(self) -> Path | None:
+        """The slice's cgroup2 directory: the whole cgroup on v2, the kill/procs leaf on hybrid."""
+        if self.layout.unified is None:
+            return None
+        return self.layout.unified / self.parent / self.name
+
+    def dirs(self) -> list[Path]:
+        out = list(self.v1_dirs.values())
+        if self.v2_dir is not None:
+            out.append(self.v2_dir)
+        return out
+
+    def procs_files(self) -> list[str]:
+        """Every ``cgroup.procs`` the launcher writes the slice's pid into, before exec."""
+        return [str(d / "cgroup.procs") for d in self.dirs()]
+
+    def exists(self) -> bool:
+        return any(d.is_dir() for d in self.dirs())
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def create(self, limits: Limits) -> None:
+        """Make the directories and write *limits*; idempotent (an existing cgroup is reused)."""
+        for d in self.dirs():
+            d.parent.mkdir(exist_ok=True)
+            d.mkdir(exist_ok=True)
+        if self.layout.version == "v1":
+            self._limits_v1(limits)
+        else:
+            assert self.v2_dir is not None
+            _enable_v2_controllers(self.layout, self.v2_dir.parent)
+            self._limits_v2(limits)
+
+    def _limits_v1(self, limits: Limits) -> None:
+        dirs = self.v1_dirs
+        if "cpu" in dirs and limits.cpu_millicores is not None:
+            _write(dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+            quota = max(1000, limits.cpu_millicores * CFS_PERIOD_US // 1000)
+            _write(dirs["cpu"] / "cpu.cfs_quota_us", str(quota))
+        if "memory" in dirs and limits.memory_bytes is not None:
+            mem = dirs["memory"]
+            _write(mem / "memory.limit_in_bytes", str(limits.memory_bytes))
+            # Swap off for the slice: memsw (memory+swap) equal to the memory limit.
+            if (mem / "memory.memsw.limit_in_bytes").exists():
+                _write(mem / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+            with contextlib.suppress(FileNotFoundError, OSError):
+                _write(mem / "memory.swappiness", "0")
+        if "pids" in dirs and limits.pids is not None:
+            _write(dirs["pids"] / "pids.max", str(limits.pids))
+
+    def _limits_v2(self, limits: Limits) -> None:
+        d = self.v2_dir
+        assert d is not None
+        ctrls = self.layout.v2_controllers
+        if "cpu" in ctrls and limits.cpu_millicores is not None:
+            quota = max(1000, limits.cpu_millicores * CFS_PERIOD_US // 1000)
+            _write(d / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        if "memory" in ctrls and limits.memory_bytes is not None:
+            _write(d / "memory.max", str(limits.memory_bytes))
+            if (d / "memory.swap.max").exists():
+                _write(d / "memory.swap.max", "0")
+            # One OOM kill takes the whole slice down, as a unit.
+            if (d / "memory.oom.group").exists():
+                _write(d / "memory.oom.group", "1")
+        if "pids" in ctrls and limits.pids is not None:
+            _write(d / "pids.max", str(limits.pids))
+
+    # -- reading -------------------------------------------------------------------------------
+    def pids(self) -> set[int]:
+        """Every pid in the slice, across all hierarchies (they normally agree)."""
+        out: set[int] = set()
+        for d in self.dirs():
+            with contextlib.suppress(FileNotFoundError):
+                out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+        return out
+
+    def usage(self) -> Usage:
+        if self.layout.version == "v1":
+            dirs = self.v1_dirs
+            cpu_ns = _read_int(dirs["cpuacct"] / "cpuacct.usage") if "cpuacct" in dirs else 0
+            mem = dirs.get("memory")
+            pids = dirs.get("pids")
+            return Usage(
+                cpu_seconds=cpu_ns / 1e9,
+                memory_bytes=_read_int(mem / "memory.usage_in_bytes") if mem else 0,
+                memory_peak_bytes=_read_int(mem / "memory.max_usage_in_bytes") if mem else 0,
+                pids=_read_int(pids / "pids.current") if pids else len(self.pids()),
+                oom_kills=self.oom_kills(),
+            )
+        d = self.v2_dir
+        assert d is not None
+        cpu = _read_kv(d / "cpu.stat").get("usage_usec", 0)
+        return Usage(
+            cpu_seconds=cpu / 1e6,
+            memory_bytes=_read_int(d / "memory.current"),
+            memory_peak_bytes=_read_int(d / "memory.peak"),
+            pids=_read_int(d / "pids.current", len(self.pids())),
+            oom_kills=self.oom_kills(),
+        )
+
+    def oom_kills(self) -> int:
+        """OOM kills inside the slice so far (read it before `remove`)."""
+        if self.layout.version == "v1":
+            mem = self.v1_dirs.get("memory")
+            return _read_kv(mem / "memory.oom_control").get("oom_kill", 0) if mem else 0
+        d = self.v2_dir
+        assert d is not None
+        return _read_kv(d / "memory.events").get("oom_kill", 0)
+
+    def memory_failcnt(self) -> int:
+        mem = self.v1_dirs.get("memory")
+        return _read_int(mem / "memory.failcnt") if mem else 0
+
+    # -- killing and removal -------------------------------------------------------------------
+    def kill(self) -> None:
+        """SIGKILL every process of the slice, including ones forking meanwhile."""
+        v2 = self.v2_dir
+        if v2 is not None and (v2 / "cgroup.kill").exists():
+            _write(v2 / "cgroup.kill", "1")
+            return
+        freezer = self.v1_dirs.get("freezer")
+        if freezer is None:
+            self._kill_loop()
+            return
+        # v1: freeze so that nothing forks between reading cgroup.procs and the kills.
+        _write(freezer / "freezer.state", "FROZEN")
+        deadline = time.monotonic() + 1.0
+        while (freezer / "freezer.state").read_text().strip() != "FROZEN":
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+        try:
+            self._kill_loop()
+        finally:
+            _write(freezer / "freezer.state", "THAWED")
+
+    def _kill_loop(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill what is left and remove every directory; raises if it still cannot go."""
+        deadline = time.monotonic() + timeout
+        if self.pids():
+            self.kill()
+        for d in self.dirs():
+            while True:
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    # EBUSY: killed tasks have not finished exiting yet.
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise
+                    if self.pids():
+                        self.kill()
+                    time.sleep(0.005)
+
+
+def list_slices(layout: Layout, parent: str = PARENT) -> set[str]:
+    """Names of the slice cgroups present under the runink parent (for recovery sweeps)."""
+    bases = [p / parent for p in layout.v1.values()]
+    if layout.unified is not None:
+        bases.append(layout.unified / parent)
+    names: set[str] = set()
+    for b in bases:
+        if b.is_dir():
+            names.update(e.name for e in os.scandir(b) if e.is_dir())
+    return names

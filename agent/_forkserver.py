@@ -1,0 +1,326 @@
+"""The Runi Agent's fork server: a tiny single-threaded process that clones isolated slices.
+
+Run as a *script* (``python -I -S _forkserver.py FD``) by agent/_launcher.py before the agent
+imports anything heavy, so every clone copies a ~10 MiB process with one thread instead of the
+agent (research/agent.md: fork of a 1 GiB threaded parent costs 40 ms and may deadlock). It imports
+only the standard library and never the ``runink`` package. It reads JSON launch requests from a
+SOCK_SEQPACKET socket and answers ``{"id", "pid"}``; it reports every child's raw wait status as
+``{"op": "exit", "pid", "status"}``. Per slice it raw-clones the slice init (PID 1 of a new pid
+namespace, plus user/mount/uts/ipc/net namespaces), writes uid/gid maps and ``cgroup.procs`` from
+the parent while the child waits on a pipe, then the init sets up mounts, hostname, lo and secrets,
+spawns the step and reaps until the step exits, forwarding SIGTERM/SIGINT/SIGHUP/SIGQUIT to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import fcntl
+import json
+import os
+import platform
+import select
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+SYS_CLONE = {"x86_64": 56, "aarch64": 220}[platform.machine()]
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+# Python ignores these; an ignored disposition survives exec, so the step must get them back.
+RESET_IN_STEP = (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED)
+
+libc = ctypes.CDLL(None, use_errno=True)
+# clone through PyDLL: it keeps the GIL across the call, so the child never starts without it.
+pylibc = ctypes.PyDLL(None, use_errno=True)
+libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+pylibc.syscall.restype = ctypes.c_long
+
+
+def _oserror(what: str) -> OSError:
+    e = ctypes.get_errno()
+    return OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    enc = [None if x is None else x.encode() for x in (src, target, fstype)]
+    if libc.mount(enc[0], enc[1], enc[2], flags, None if data is None else data.encode()) != 0:
+        raise _oserror(f"mount {target}")
+
+
+def setns(fd: int, nstype: int) -> None:
+    if libc.setns(fd, nstype) != 0:
+        raise _oserror("setns")
+
+
+def raw_clone(flags: int) -> int:
+    """fork()-like clone with namespace flags: returns 0 in the child, the pid in the parent."""
+    pid = int(pylibc.syscall(SYS_CLONE, flags | signal.SIGCHLD, None, None, None, 0))
+    if pid < 0:
+        raise _oserror("clone")
+    return pid
+
+
+def _lo_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0))
+        flags = struct.unpack("16sH22x", ifr)[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def _write_status(fd: int, status: dict[str, Any]) -> None:
+    if fd >= 0:
+        os.write(fd, json.dumps(status).encode())
+
+
+def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
+    """Runs as PID 1 of the slice. Returns the exit code for os._exit."""
+    if os.read(sync_r, 1) != b"1":
+        return 125  # the parent failed to set us up and is about to kill us
+    os.close(sync_r)
+    ns = req["ns"]
+    if ns.get("user"):
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    if ns.get("mnt"):
+        mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+        if ns.get("pid"):
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        if req.get("private_tmp", True):
+            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        secrets = req.get("secrets") or {}
+        sdir = req.get("secrets_dir")
+        if sdir and secrets:
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+            mount("tmpfs", sdir, "tmpfs", flags, "mode=0500,size=4m")
+            for name, b64 in secrets.items():
+                fd = os.open(os.path.join(sdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+                try:
+                    os.write(fd, base64.b64decode(b64))
+                finally:
+                    os.close(fd)
+            mount(None, sdir, None, MS_REMOUNT | MS_RDONLY | flags, "mode=0500")
+    if ns.get("uts"):
+        name = req["hostname"].encode()
+        if libc.sethostname(name, len(name)) != 0:
+            raise _oserror("sethostname")
+    if req.get("net") == "none":
+        _lo_up()
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(req["_stdout_fd"], 1)
+    os.dup2(req["_stderr_fd"], 2)
+    if req.get("cwd"):
+        os.chdir(req["cwd"])
+
+    step_pid = 0
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if step_pid:
+            try:
+                os.kill(step_pid, signum)
+            except ProcessLookupError:
+                pass
+        else:
+            pending.append(signum)
+
+    for s in FORWARDED:
+        signal.signal(s, forward)
+    try:
+        step_pid = os.posix_spawnp(
+            req["argv"][0], req["argv"], req["env"], setsigdef=RESET_IN_STEP, setsigmask=()
+        )
+    except OSError as e:
+        os.write(2, f"runink: cannot start {req['argv'][0]!r}: {e.strerror}\n".encode())
+        _write_status(status_fd, {"error": f"{e.strerror}: {req['argv'][0]}", "exit": 127})
+        return 127
+    for s in pending:
+        os.kill(step_pid, s)
+    # The step owns the log pipes now; our copies would only delay the agent seeing EOF.
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(req["_stdout_fd"])
+    os.close(req["_stderr_fd"])
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        if pid == step_pid:
+            break
+    # When PID 1 exits the kernel SIGKILLs whatever else is left in the namespace.
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        _write_status(status_fd, {"signal": sig})
+        return 128 + sig
+    code = os.waitstatus_to_exitcode(status)
+    _write_status(status_fd, {"exit": code})
+    return code
+
+
+def _open_log(path: str | None) -> tuple[int, int]:
+    """(write end, keep-open read end) of a log FIFO, or /dev/null twice."""
+    if not path:
+        fd = os.open("/dev/null", os.O_WRONLY)
+        return fd, os.dup(fd)
+    # A read end kept open by the slice init means the step never gets EPIPE while the agent
+    # restarts; it blocks on a full pipe until the new agent reopens the FIFO.
+    keep = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    return os.open(path, os.O_WRONLY), keep
+
+
+def launch(req: dict[str, Any], host_netns: int) -> int:
+    ns = req["ns"]
+    flags = 0
+    for key, bit in (
+        ("user", CLONE_NEWUSER),
+        ("pid", CLONE_NEWPID),
+        ("mnt", CLONE_NEWNS),
+        ("uts", CLONE_NEWUTS),
+        ("ipc", CLONE_NEWIPC),
+    ):
+        if ns.get(key):
+            flags |= bit
+    net = req.get("net", "host")
+    if net == "none":
+        flags |= CLONE_NEWNET
+    opened: list[int] = []
+    out_w, out_keep = _open_log(req.get("stdout"))
+    err_w, err_keep = _open_log(req.get("stderr"))
+    opened += [out_w, out_keep, err_w, err_keep]
+    status_fd = -1
+    if req.get("status_path"):
+        status_fd = os.open(req["status_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        opened.append(status_fd)
+    req["_stdout_fd"], req["_stderr_fd"] = out_w, err_w
+    sync_r, sync_w = os.pipe()
+    opened += [sync_r, sync_w]
+    joined = False
+    try:
+        if net == "isolated":
+            # Join the pooled netns for the clone only; the fork server returns to the host's.
+            nsfd = os.open(req["netns_path"], os.O_RDONLY)
+            try:
+                setns(nsfd, CLONE_NEWNET)
+                joined = True
+            finally:
+                os.close(nsfd)
+        pid = raw_clone(flags)
+        if pid == 0:
+            code = 126
+            try:
+                ctypes.pythonapi.PyOS_AfterFork_Child()
+                os.close(sync_w)
+                code = _slice_init(req, sync_r, status_fd)
+            except BaseException as e:  # noqa: BLE001 - the child must never return into the server
+                try:
+                    os.write(2, f"runink: slice set-up failed: {e}\n".encode())
+                    _write_status(status_fd, {"error": f"set-up failed: {e}", "exit": 126})
+                finally:
+                    os._exit(126)
+            os._exit(code)
+    finally:
+        if joined:
+            setns(host_netns, CLONE_NEWNET)
+    try:
+        if ns.get("user"):
+            uid, gid = int(req["uid"]), int(req["gid"])
+            with open(f"/proc/{pid}/uid_map", "w") as f:
+                f.write(f"0 {uid} 1\n")
+            with open(f"/proc/{pid}/gid_map", "w") as f:
+                f.write(f"0 {gid} 1\n")
+        for procs in req.get("cgroup_procs", []):
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, str(pid).encode())
+            finally:
+                os.close(fd)
+        os.write(sync_w, b"1")
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return pid
+
+
+def serve(sock: socket.socket) -> None:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+    host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+    def send(msg: dict[str, Any]) -> None:
+        sock.send(json.dumps(msg).encode())
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            send({"op": "exit", "pid": pid, "status": status})
+
+    while True:
+        try:
+            ready = select.select([sock, wake_r], [], [])[0]
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            try:
+                while os.read(wake_r, 256):
+                    pass
+            except BlockingIOError:
+                pass
+            reap()
+        if sock in ready:
+            data = sock.recv(1 << 22)
+            if not data:
+                # The agent went away. Slices keep running (their inits are reparented); the
+                # restarted agent re-attaches through its state dir and a new fork server.
+                return
+            req = json.loads(data)
+            try:
+                pid = launch(req, host_netns)
+            except OSError as e:
+                send({"id": req["id"], "error": str(e), "errno": e.errno or 0})
+            except (KeyError, ValueError, TypeError) as e:
+                send({"id": req["id"], "error": f"bad request: {e!r}", "errno": 0})
+            else:
+                send({"id": req["id"], "pid": pid})
+            reap()
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock.setblocking(True)
+    serve(sock)
+
+
+if __name__ == "__main__":
+    main()
