@@ -1,0 +1,44 @@
+"""runink.api: the gRPC API server (mTLS, authentication chain, admission, server-side apply) and
+its typed async client, which has the Barn's method names so callers can use either.
+
+    server = ApiServer(barn, ca_pem=pki.ca.cert_pem, server_pair=pki.server)
+    async with Client.from_config() as client:
+        await client.apply(obj, "my-manager")
+"""
+
+from runink.api._auth import (
+    AllowAll,
+    AuthChain,
+    AuthRequest,
+    Authenticator,
+    Authorizer,
+    ClientCertificateAuthenticator,
+    Identity,
+)
+from runink.api._client import Client
+from runink.api._config import ClientConfig, Context
+from runink.api._config import default_path as default_config_path
+from runink.api._config import load as load_config
+from runink.api._server import ApiServer, LogSource
+from runink.api._tls import ClusterPKI, KeyPair, ensure_cluster_pki, issue
+
+__all__ = [
+    "AllowAll",
+    "ApiServer",
+    "AuthChain",
+    "AuthRequest",
+    "Authenticator",
+    "Authorizer",
+    "Client",
+    "ClientCertificateAuthenticator",
+    "ClientConfig",
+    "ClusterPKI",
+    "Context",
+    "Identity",
+    "KeyPair",
+    "LogSource",
+    "default_config_path",
+    "ensure_cluster_pki",
+    "issue",
+    "load_config",
+]
