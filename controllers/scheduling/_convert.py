@@ -128,19 +128,38 @@ def _guard(
 
 
 def _get(d: Mapping[str, Any], path: str) -> Any:
+    # Barn objects are decoded JSON, so plain dicts (an isinstance(Mapping) check per field
+    # costs more than the rest of the conversion).
     cur: Any = d
     for part in path.split("."):
-        if not isinstance(cur, Mapping):
+        if type(cur) is not dict:
             return None
         cur = cur.get(part)
     return cur
 
 
+_PARSED: dict[tuple[Callable[[Any], int], type, object], int] = {}
+
+
 def _quantity(parse: Callable[[Any], int], value: Any, path: str) -> int:
+    # A cluster repeats a handful of quantity strings; parsing each once keeps conversion cheap.
+    # The cache is bounded by clearing it, so a hostile stream of distinct values cannot grow it.
+    key = (parse, type(value), value)
     try:
-        return parse(value)
+        return _PARSED[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable value: let the parser reject it
+        key = None  # type: ignore[assignment]
+    try:
+        result = parse(value)
     except errors.Invalid as e:
         raise _Bad(path, e.message) from e
+    if key is not None:
+        if len(_PARSED) > 4096:
+            _PARSED.clear()
+        _PARSED[key] = result
+    return result
 
 
 def _count(value: Any, path: str) -> int:

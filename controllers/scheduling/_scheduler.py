@@ -42,30 +42,55 @@ _ConstraintKey = tuple[
 ]
 
 
+# How a shape holds a segment: the group's list itself, its own aligned copy with nodes that can
+# no longer take it marked -1, or a compacted copy (positions no longer match the group's).
+_SHARED, _COPIED, _COMPACTED = 0, 1, 2
+
+
 class _Group:
     """Eligible nodes for one constraint key, split into preference segments (best first)."""
 
-    __slots__ = ("segments", "static_reasons")
+    __slots__ = (
+        "floors",
+        "min_cpu",
+        "min_gpu",
+        "min_memory",
+        "rotors",
+        "segments",
+        "static_reasons",
+    )
 
-    def __init__(self, segments: list[list[int]], static_reasons: dict[str, int]) -> None:
+    def __init__(
+        self,
+        segments: list[list[int]],
+        static_reasons: dict[str, int],
+        minimum: tuple[int, int, int],
+    ) -> None:
         self.segments = segments
         self.static_reasons = static_reasons
+        # The smallest request of any slice with these constraints in this pass: binpack moves
+        # ``floors`` past nodes that cannot take even that, so new shapes do not rescan them.
+        self.min_cpu, self.min_memory, self.min_gpu = minimum
+        self.floors = [0] * len(segments)
+        self.rotors = [0] * len(segments)  # spread's rotating position, shared by shapes
 
 
 class _Shape:
     """Per-pass search state of every slice with the same resources and constraints."""
 
-    __slots__ = ("cpu", "dead", "failed", "gpu", "group", "memory", "pointers", "segments")
+    __slots__ = ("cpu", "dead", "failed", "gpu", "group", "memory", "owned", "pointers", "segments")
 
     def __init__(self, cpu: int, memory: int, gpu: int, group: _Group) -> None:
         self.cpu = cpu
         self.memory = memory
         self.gpu = gpu
         self.group = group
-        # Our own copies: spread marks nodes that can no longer take this shape as -1 in them.
-        self.segments = [list(seg) for seg in group.segments]
+        # Shared with the group until spread first marks a node that can no longer take this
+        # shape as -1 (copy on write: most shapes never need a copy).
+        self.segments = list(group.segments)
         self.pointers = [0] * len(self.segments)
         self.dead = [0] * len(self.segments)
+        self.owned = [_SHARED] * len(self.segments)
         self.failed: str | None = None
 
 
@@ -127,6 +152,7 @@ def schedule(snapshot: _model.Snapshot, now: float, *, candidates: int = 4) -> _
 
     constraint_of: dict[tuple[object, ...], _ConstraintKey] = {}
     slice_ckey: dict[_model.SliceKey, _ConstraintKey] = {}
+    minimum: dict[_ConstraintKey, tuple[int, int, int]] = {}
     for s in by_key.values():
         # Keyed by identity first (every object is alive for the whole pass, so ids are unique):
         # hashing nested dataclasses for each of 100k slices would dominate the pass.
@@ -142,6 +168,11 @@ def schedule(snapshot: _model.Snapshot, now: float, *, candidates: int = 4) -> _
             )
             constraint_of[raw] = ck
         slice_ckey[s.key] = ck
+        lo = minimum.get(ck)
+        if lo is None:
+            minimum[ck] = (s.cpu, s.memory, s.gpu)
+        elif s.cpu < lo[0] or s.memory < lo[1] or s.gpu < lo[2]:
+            minimum[ck] = (min(lo[0], s.cpu), min(lo[1], s.memory), min(lo[2], s.gpu))
 
     # --- node classes ----------------------------------------------------------------------
     ckeys = set(slice_ckey.values())
@@ -168,7 +199,7 @@ def schedule(snapshot: _model.Snapshot, now: float, *, candidates: int = 4) -> _
     def group_for(ck: _ConstraintKey) -> _Group:
         g = groups.get(ck)
         if g is None:
-            g = _build_group(ck, class_reps, class_of_node, base_order, names, down)
+            g = _build_group(ck, class_reps, class_of_node, base_order, names, down, minimum[ck])
             groups[ck] = g
         return g
 
@@ -293,6 +324,7 @@ def _build_group(
     base_order: Sequence[int],
     names: Sequence[str],
     down: Mapping[str, int],
+    minimum: tuple[int, int, int],
 ) -> _Group:
     selector, affinity, tolerations, locality, needs_gpu = ck
     reasons = dict(down)
@@ -314,7 +346,7 @@ def _build_group(
             buckets[v] = bucket = []
         bucket.append(i)
     segments = [buckets[key] for key in sorted(buckets)]
-    return _Group(segments, reasons)
+    return _Group(segments, reasons, minimum)
 
 
 def _class_verdict(
@@ -356,9 +388,21 @@ def _first_fit(
 ) -> int:
     c, m, g = shape.cpu, shape.memory, shape.gpu
     pointers = shape.pointers
+    group = shape.group
+    floors = group.floors
+    lc, lm, lg = group.min_cpu, group.min_memory, group.min_gpu
     for si, seg in enumerate(shape.segments):
-        p = pointers[si]
         n = len(seg)
+        f = floors[si]
+        while f < n:
+            i = seg[f]
+            if free_cpu[i] >= lc and free_mem[i] >= lm and free_gpu[i] >= lg and free_slices[i] > 0:
+                break
+            f += 1
+        floors[si] = f
+        p = pointers[si]
+        if p < f:
+            p = f
         while p < n:
             i = seg[p]
             if free_cpu[i] >= c and free_mem[i] >= m and free_gpu[i] >= g and free_slices[i] > 0:
@@ -380,11 +424,15 @@ def _spread_fit(
     inv_mem: list[float],
 ) -> int:
     c, m, g = shape.cpu, shape.memory, shape.gpu
+    rotors = shape.group.rotors
     for si, seg in enumerate(shape.segments):
         n = len(seg)
         if n == 0 or shape.dead[si] >= n:
             continue
-        j = shape.pointers[si]
+        # While this shape's list is aligned with the group's, all its shapes share one rotating
+        # position, so different shapes keep spreading over different nodes.
+        compacted = shape.owned[si] == _COMPACTED
+        j = shape.pointers[si] if compacted else rotors[si] % n
         best = -1
         best_score = 0.0
         found = 0
@@ -401,15 +449,22 @@ def _spread_fit(
                         best_score = score
                     found += 1
                 else:
+                    if shape.owned[si] == _SHARED:
+                        seg = shape.segments[si] = list(seg)
+                        shape.owned[si] = _COPIED
                     seg[j] = -1  # capacity only shrinks within a pass: never again
                     shape.dead[si] += 1
             j += 1
             if j == n:
                 j = 0
             scanned += 1
-        shape.pointers[si] = j
+        if compacted:
+            shape.pointers[si] = j
+        else:
+            rotors[si] = j
         if shape.dead[si] * 2 > n:
             shape.segments[si] = [i for i in seg if i >= 0]
+            shape.owned[si] = _COMPACTED
             shape.dead[si] = 0
             shape.pointers[si] = 0
         if best >= 0:
