@@ -191,6 +191,16 @@ def parse_selector(expr: str) -> Selector:
     return Selector(tuple(reqs))
 
 
+def valid_label_key(key: str) -> bool:
+    """Whether ``key`` is a valid label key (optional DNS prefix + '/' + name of <= 63 chars)."""
+    return bool(_KEY_RE.match(key))
+
+
+def valid_label_value(value: str) -> bool:
+    """Whether ``value`` is a valid label value (empty, or a name of <= 63 chars)."""
+    return bool(_VALUE_RE.match(value))
+
+
 def matches(expr: str | None, labels: Mapping[str, str] | None) -> bool:
     """Whether ``labels`` satisfy the selector ``expr``; ``None`` or ``""`` match everything."""
     if not expr or not expr.strip():
@@ -198,4 +208,12 @@ def matches(expr: str | None, labels: Mapping[str, str] | None) -> bool:
     return parse_selector(expr).matches(labels or {})
 
 
-__all__ = ["Operator", "Requirement", "Selector", "matches", "parse_selector"]
+__all__ = [
+    "Operator",
+    "Requirement",
+    "Selector",
+    "matches",
+    "parse_selector",
+    "valid_label_key",
+    "valid_label_value",
+]
