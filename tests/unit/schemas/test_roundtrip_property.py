@@ -45,7 +45,7 @@ def pipelines(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(pipelines())
 def test_validate_yaml_round_trip(obj: dict[str, Any]) -> None:
     normalized = schemas.validate(obj)
