@@ -18,7 +18,7 @@ maps to a gRPC status code and the CLI to an exit code and message::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 Reason = Literal[
