@@ -1,0 +1,40 @@
+"""runink.store: the Barn, Runink's versioned object store (DESIGN.md, "The Barn").
+
+``open_local(path)`` gives the embedded, durable single-node Barn on LMDB; ``open_memory()`` the
+same semantics in memory, for tests. Both return a ready ``LocalBarn`` (``await barn.close()``).
+Everything else here is private; the Raft adapter reuses ``_fsm``, ``_lmdb`` and ``_local``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from runink.store import _lmdb, _local, _memory
+from runink.store._api import Barn, ListResult, Obj, ObjectKey, Revision, WatchEvent
+from runink.store._local import LocalBarn
+
+
+def open_local(path: str | os.PathLike[str], **options: int) -> LocalBarn:
+    """The embedded Barn stored in the LMDB directory ``path`` (created if missing).
+
+    ``options`` go to ``LocalBarn`` (``retention``, ``ring_size``, ``watch_buffer``).
+    """
+    return _local.LocalBarn(_lmdb.LmdbBackend(path), **options)  # type: ignore[arg-type]
+
+
+def open_memory(**options: int) -> LocalBarn:
+    """A Barn with the same semantics that keeps everything in memory (tests, demos)."""
+    return _local.LocalBarn(_memory.MemoryBackend(), **options)  # type: ignore[arg-type]
+
+
+__all__ = [
+    "Barn",
+    "ListResult",
+    "LocalBarn",
+    "Obj",
+    "ObjectKey",
+    "Revision",
+    "WatchEvent",
+    "open_local",
+    "open_memory",
+]
