@@ -577,6 +577,10 @@ class SliceSpec(_base.Model):
     """Set by the scheduler: the Node that runs this slice; empty while unscheduled."""
     priority: int = 0
     """Higher priority slices are scheduled first."""
+    cancelled: bool = False
+    """Set by the run controller to stop this slice (run cancelled, timeout, a sibling failed); the
+    agent stops it with a grace period and reports Failed with the reason from the annotation
+    runink.io/cancel-reason."""
 
     @pydantic.model_validator(mode="after")
     def _python_xor_command(self) -> SliceSpec:
