@@ -1,0 +1,609 @@
+"""The Barn replicated on Raft: ``ReplicatedBarn`` runs pysyncobj under the Barn protocol.
+
+    asyncio (API server)          tick thread (owns pysyncobj, the LMDB write txns)
+    write -> json command  --apply(bytes)-->  Raft log (store._journal, fsync) -> commit
+          <-- future <-- call_soon_threadsafe  <-- end of tick: fsync state, release replies
+    read  -> [barrier no-op round] -> LMDB read txn (store._raft_sm)
+    watch -> revision log in LMDB, woken after each committed tick
+
+Writes sent to a follower are forwarded to the leader by pysyncobj; the result comes from the
+follower's own apply, so it reads its own write. A write not confirmed in time, or whose leader
+changed, raises ``OutcomeUnknown`` (it may still commit); one that surely did not commit raises
+``Unavailable``. Peer traffic is encrypted and authenticated with a random cluster secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import collections
+import datetime
+import json
+import logging
+import os
+import secrets
+import struct
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
+
+from runink.schemas import errors
+from runink.store import _api, _journal, _raft_sm
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = "cluster.secret"
+_SNAP_MAGIC = b"RUNINK-SNAP-1\n"
+_LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
+# Failures after which the command may still commit somewhere: the caller must re-read.
+_MAYBE = {FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME}
+
+
+def ensure_secret(data_dir: str, *, create: bool = True) -> str:
+    """The cluster secret in ``data_dir`` (mode 0600), made with 256 random bits at bootstrap."""
+    path = os.path.join(data_dir, SECRET_FILE)
+    if not os.path.exists(path):
+        if not create:
+            raise errors.Unavailable(f"no cluster secret at {path}: copy it from a member")
+        os.makedirs(data_dir, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    with open(path) as f:
+        return f.read().strip()
+
+
+def write_secret(data_dir: str, secret: str) -> None:
+    """Store a secret received out of band (``runink cluster join --token``), mode 0600."""
+    os.makedirs(data_dir, exist_ok=True)
+    fd = os.open(os.path.join(data_dir, SECRET_FILE), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """How one replica runs. Timings are tuned for a LAN/loopback; see docs/benchmarks/raft.md."""
+
+    data_dir: str
+    self_addr: str
+    peers: tuple[str, ...]
+    secret: str
+    write_timeout: float = 5.0
+    read_timeout: float = 5.0
+    append_entries_period: float = 0.05
+    election_timeout: tuple[float, float] = (0.4, 0.9)
+    leader_fallback_timeout: float = 1.0
+    snapshot_entries: int = 20000
+    idle_tick: float = 0.05
+    fault_injection: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    address: str
+    connected: bool
+    match_index: int | None
+    lag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    self_addr: str
+    leader: str | None
+    is_leader: bool
+    term: int
+    commit_index: int
+    applied_index: int
+    revision: int
+    members: list[MemberStatus] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "self": self.self_addr,
+            "leader": self.leader,
+            "is_leader": self.is_leader,
+            "term": self.term,
+            "commit_index": self.commit_index,
+            "applied_index": self.applied_index,
+            "revision": self.revision,
+            "members": [
+                {
+                    "address": m.address,
+                    "connected": m.connected,
+                    "match_index": m.match_index,
+                    "lag": m.lag,
+                }
+                for m in self.members
+            ],
+        }
+
+
+class _Transport(TCPTransport):  # type: ignore[misc]
+    """TCP transport that (1) makes the journal durable before a message acknowledging entries or
+    granting a vote leaves, and (2) can drop traffic to/from chosen peers (fault injection)."""
+
+    journal: _journal.LmdbJournal | None = None
+    blocked: frozenset[str] = frozenset()
+
+    def send(self, node: Any, message: Any) -> bool:
+        if node.id in self.blocked:
+            return False
+        if self.journal is not None and message.get("type") not in (
+            "append_entries",
+            "apply_command",
+        ):
+            self.journal.flush()
+        ok: bool = super().send(node, message)
+        return ok
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:
+        if node is not None and node.id in self.blocked:
+            return
+        super()._onMessageReceived(node, message)
+
+
+class _Node(SyncObj):  # type: ignore[misc]
+    """The pysyncobj object: one replicated method carrying our JSON command bytes."""
+
+    def __init__(self, sm: _raft_sm.StateMachine, *args: Any, **kwargs: Any) -> None:
+        self._sm = sm
+        super().__init__(*args, **kwargs)
+
+    @replicated  # type: ignore[untyped-decorator]
+    def apply(self, command: bytes) -> dict[str, Any]:
+        # pysyncobj bumps raftLastApplied after this returns: +1 is this entry's log index.
+        return self._sm.apply(command, self.raftLastApplied + 1)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ReplicatedBarn:
+    """A Barn replica. Create with ``await ReplicatedBarn.open(config)`` on the running loop."""
+
+    def __init__(self, config: RaftConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self._cfg = config
+        self._loop = loop
+        os.makedirs(config.data_dir, exist_ok=True)
+        self._sm = _raft_sm.StateMachine(os.path.join(config.data_dir, "state"))
+        self._journal = _journal.LmdbJournal(os.path.join(config.data_dir, "raftlog"))
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self._ready_replies: list[tuple[asyncio.Future[Any], Any]] = []
+        self._on_tick_calls: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = (
+            collections.deque()
+        )
+        self._change = asyncio.Event()
+        self._barrier_inflight: asyncio.Future[None] | None = None
+        self._barrier_next: asyncio.Future[None] | None = None
+        self._leader_subs: list[asyncio.Queue[bool]] = []
+        self._is_leader = False
+        self._stopping = threading.Event()
+        self.snapshots_installed = 0
+
+        conf = SyncObjConf(
+            autoTick=False,
+            appendEntriesUseBatch=False,
+            appendEntriesPeriod=config.append_entries_period,
+            raftMinTimeout=config.election_timeout[0],
+            raftMaxTimeout=config.election_timeout[1],
+            leaderFallbackTimeout=config.leader_fallback_timeout,
+            connectionTimeout=max(1.0, config.election_timeout[1]),
+            connectionRetryTime=0.2,
+            commandsWaitLeader=True,
+            dynamicMembershipChange=True,
+            password=config.secret,
+            fullDumpFile=os.path.join(config.data_dir, "snapshot"),
+            serializer=self._serialize,
+            deserializer=self._deserialize,
+            logCompactionMinEntries=config.snapshot_entries,
+            logCompactionMinTime=10**9,
+            onStateChanged=self._on_state_changed,
+        )
+        _journal.stage(self._journal)
+        transport_cls = type("_Tr", (_Transport,), {"journal": self._journal})
+        self._node = _Node(
+            self._sm, config.self_addr, list(config.peers), conf, transportClass=transport_cls
+        )
+        self._transport: _Transport = self._node._SyncObj__transport
+        self._node.addOnTickCallback(self._end_of_tick)
+        self._thread = threading.Thread(target=self._tick_loop, name="raft-tick", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    async def open(cls, config: RaftConfig) -> ReplicatedBarn:
+        return cls(config, asyncio.get_running_loop())
+
+    # -- tick thread -----------------------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        # Our own tick. With peers, every step of a write wakes the poller (the command pipe, a
+        # peer's reply), so it can always block. Alone, the leader advances its commit index
+        # only on the next tick: do not block while a write is in flight (the 50 ms tick is
+        # what limits pysyncobj to ~10 writes/s; research/store.md 1.2). Spinning with peers
+        # would also starve the event loop's thread of the GIL.
+        self._journal.batching = True
+        try:
+            while not self._stopping.is_set():
+                self._journal.flush()
+                alone = not self._node.otherNodes
+                self._node.doTick(0.0 if alone and self._inflight else self._cfg.idle_tick)
+        finally:
+            self._journal.flush()
+            self._sm.commit()
+            self._node._doDestroy()
+
+    def _end_of_tick(self) -> None:
+        self._journal.flush()
+        committed = self._sm.commit()
+        replies, self._ready_replies = self._ready_replies, []
+        for fut, value in replies:
+            self._loop.call_soon_threadsafe(_settle, fut, value, None)
+        while self._on_tick_calls:
+            fn, fut = self._on_tick_calls.popleft()
+            try:
+                self._loop.call_soon_threadsafe(_settle, fut, fn(), None)
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                self._loop.call_soon_threadsafe(_settle, fut, None, exc)
+        if committed:
+            self._loop.call_soon_threadsafe(self._notify)
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        if (old == _LEADER) != (new == _LEADER):
+            self._loop.call_soon_threadsafe(self._publish_leader, new == _LEADER)
+
+    def _serialize(self, tmp_file: str, raft_data: Any) -> None:
+        last, prev, cluster = raft_data
+        self._journal.flush()
+        self._sm.commit()
+        header = json.dumps(
+            {
+                "last": [bytes(last[0]).hex(), last[1], last[2]],
+                "prev": [bytes(prev[0]).hex(), prev[1], prev[2]],
+                "cluster": sorted(n.id for n in cluster),
+            }
+        ).encode()
+        with open(tmp_file, "wb") as f:
+            f.write(_SNAP_MAGIC + struct.pack(">I", len(header)) + header)
+            f.flush()
+            self._sm.copy_to(f.fileno())
+            os.fsync(f.fileno())
+
+    def _deserialize(self, file_name: str) -> tuple[Any, Any, Any]:
+        try:
+            with open(file_name, "rb") as f:
+                if f.read(len(_SNAP_MAGIC)) != _SNAP_MAGIC:
+                    raise ValueError("not a Runink snapshot")
+                (n,) = struct.unpack(">I", f.read(4))
+                header = json.loads(f.read(n))
+                last = (bytes.fromhex(header["last"][0]), header["last"][1], header["last"][2])
+                prev = (bytes.fromhex(header["prev"][0]), header["prev"][1], header["prev"][2])
+                if last[1] > self._sm.applied_index:
+                    # A lagging replica installs the leader's state (staged, then swapped in).
+                    image = file_name + ".image"
+                    with open(image, "wb") as out:
+                        while chunk := f.read(1 << 20):
+                            out.write(chunk)
+                    self._sm.replace_with(image)
+                    os.unlink(image)
+                    self.snapshots_installed += 1
+                    self._loop.call_soon_threadsafe(self._notify)
+            cluster = {TCPNode(a) for a in header["cluster"]}
+            return last, prev, cluster
+        except Exception:
+            # pysyncobj would log and carry on with an inconsistent state: stop instead.
+            log.critical("cannot load Raft snapshot %s: stopping", file_name, exc_info=True)
+            os._exit(70)
+
+    # -- asyncio side ----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        ev, self._change = self._change, asyncio.Event()
+        ev.set()
+
+    def _publish_leader(self, is_leader: bool) -> None:
+        self._is_leader = is_leader
+        for q in self._leader_subs:
+            q.put_nowait(is_leader)
+
+    def _submit(self, command: bytes) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self._loop.create_future()
+
+        def callback(result: Any, err: int) -> None:  # tick thread
+            with self._inflight_lock:
+                self._inflight -= 1
+            if err == FAIL_REASON.SUCCESS:
+                self._ready_replies.append((fut, result))  # released after the state fsync
+            else:
+                self._loop.call_soon_threadsafe(_settle, fut, None, _fail(err))
+
+        with self._inflight_lock:
+            self._inflight += 1
+        self._node.apply(command, callback=callback)
+        return fut
+
+    async def _propose(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        if self._stopping.is_set():
+            raise errors.Unavailable("this replica is shutting down")
+        fut = self._submit(json.dumps(cmd).encode())
+        try:
+            async with asyncio.timeout(self._cfg.write_timeout):
+                result: dict[str, Any] = await fut
+        except TimeoutError:
+            raise errors.OutcomeUnknown(
+                f"write not confirmed within {self._cfg.write_timeout}s; it may still commit: "
+                "re-read before retrying",
+                details={"leader": self._leader_addr()},
+            ) from None
+        return result
+
+    async def barrier(self) -> None:
+        """Return once this replica has applied every write committed before the call (one shared
+        replicated no-op round; callers arriving during a round wait for the next one)."""
+        if self._barrier_inflight is None:
+            fut = self._start_barrier(None)
+        else:
+            if self._barrier_next is None:
+                self._barrier_next = self._loop.create_future()
+            fut = self._barrier_next
+        try:
+            async with asyncio.timeout(self._cfg.read_timeout):
+                await asyncio.shield(fut)
+        except TimeoutError:
+            raise errors.Unavailable(
+                "no quorum confirmed a linearizable read in time",
+                details={"leader": self._leader_addr()},
+            ) from None
+
+    def _start_barrier(self, target: asyncio.Future[None] | None) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = target or self._loop.create_future()
+        self._barrier_inflight = done
+        raw = self._submit(b'{"op":"barrier"}')
+
+        def finished(f: asyncio.Future[Any]) -> None:
+            self._barrier_inflight = None
+            if not done.done():
+                exc = f.exception() if not f.cancelled() else errors.Unavailable("cancelled")
+                if exc is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(exc)
+                    done.exception()  # waiters may all have timed out: mark it retrieved
+            nxt, self._barrier_next = self._barrier_next, None
+            if nxt is not None:
+                self._start_barrier(nxt)
+
+        raw.add_done_callback(finished)
+        # Give up on this round after the read timeout so a later reader can start a fresh one.
+        self._loop.call_later(self._cfg.read_timeout, lambda: raw.done() or raw.cancel())
+        return done
+
+    def _leader_addr(self) -> str | None:
+        leader = self._node._getLeader()
+        return None if leader is None else str(leader.id)
+
+    async def _on_tick(self, fn: Callable[[], Any]) -> Any:
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._on_tick_calls.append((fn, fut))
+        self._node._SyncObj__pipeNotifier.notify()
+        async with asyncio.timeout(5):
+            return await fut
+
+    # -- Barn protocol ---------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> _api.Revision:
+        return _api.Revision(self._sm.committed_revision())
+
+    async def create(self, obj: _api.Obj) -> _api.Obj:
+        cmd = {"op": "create", "obj": obj, "uid": str(uuid.uuid4()), "ts": _now()}
+        return _raft_sm.raise_for(await self._propose(cmd))
+
+    async def update(self, obj: _api.Obj) -> _api.Obj:
+        return _raft_sm.raise_for(await self._propose({"op": "update", "obj": obj}))
+
+    async def update_status(self, obj: _api.Obj) -> _api.Obj:
+        return _raft_sm.raise_for(await self._propose({"op": "update_status", "obj": obj}))
+
+    async def delete(
+        self, kind: str, name: str, herd: str | None = None, *, resource_version: str | None = None
+    ) -> _api.Obj:
+        cmd = {
+            "op": "delete",
+            "kind": kind,
+            "name": name,
+            "herd": herd,
+            "resourceVersion": resource_version,
+            "ts": _now(),
+        }
+        return _raft_sm.raise_for(await self._propose(cmd))
+
+    async def get(
+        self, kind: str, name: str, herd: str | None = None, *, linearizable: bool = False
+    ) -> _api.Obj:
+        if linearizable:
+            await self.barrier()
+        obj = self._sm.get(kind, name, herd)
+        if obj is None:
+            raise errors.NotFound(f"{kind} {name!r} not found")
+        return obj
+
+    async def list(
+        self,
+        kind: str,
+        herd: str | None = None,
+        *,
+        selector: str | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+        linearizable: bool = False,
+    ) -> _api.ListResult:
+        if linearizable:
+            await self.barrier()
+        start = bytes.fromhex(continue_token) if continue_token else b""
+        items, rev, nxt = self._sm.list(kind, herd, selector, start, limit)
+        return _api.ListResult(items, _api.Revision(rev), nxt.hex() if nxt else None)
+
+    async def watch(
+        self,
+        kind: str | None = None,
+        herd: str | None = None,
+        *,
+        since: _api.Revision | None = None,
+        selector: str | None = None,
+        bookmark_interval: float | None = None,
+    ) -> AsyncIterator[_api.WatchEvent]:
+        from runink.schemas import selectors
+
+        last = self._sm.committed_revision() if since is None else int(since)
+        while True:
+            woken = self._change
+            events, compacted = self._sm.events_after(last)
+            if last < compacted:
+                raise errors.Gone(f"revision {last} was compacted (oldest kept: {compacted + 1})")
+            for rev, ev in events:
+                last = rev
+                obj = ev["object"]
+                meta = obj["metadata"]
+                if kind is not None and obj["kind"] != kind:
+                    continue
+                if herd is not None and meta.get("herd") != herd:
+                    continue
+                if not selectors.matches(selector, meta.get("labels")):
+                    continue
+                yield _api.WatchEvent(ev["type"], obj, _api.Revision(rev))
+            if events:
+                continue
+            try:
+                async with asyncio.timeout(bookmark_interval):
+                    await woken.wait()
+            except TimeoutError:
+                yield _api.WatchEvent(
+                    "BOOKMARK", {"metadata": {"resourceVersion": str(last)}}, _api.Revision(last)
+                )
+
+    async def compact(self, revision: _api.Revision) -> None:
+        _raft_sm.raise_for(await self._propose({"op": "compact", "revision": int(revision)}))
+
+    async def close(self) -> None:
+        self._stopping.set()
+        await asyncio.to_thread(self._thread.join)
+        self._sm.close()
+
+    # -- replication-specific API ------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._is_leader
+
+    async def leadership(self) -> AsyncIterator[bool]:
+        """Yield whether this replica leads now, then on each change (the LeaderElection interface
+        for the controller manager). A leader that loses its quorum steps down after
+        ``leader_fallback_timeout``."""
+        q: asyncio.Queue[bool] = asyncio.Queue()
+        self._leader_subs.append(q)
+        try:
+            current = self._is_leader
+            yield current
+            while True:
+                value = await q.get()
+                if value != current:
+                    current = value
+                    yield value
+        finally:
+            self._leader_subs.remove(q)
+
+    async def status(self) -> ClusterStatus:
+        def read() -> ClusterStatus:
+            st = self._node.getStatus()
+            leader = st["leader"]
+            members = []
+            for node in sorted(self._node.otherNodes, key=lambda n: n.id):
+                match = st.get("match_idx_server_" + node.id) if st["state"] == _LEADER else None
+                members.append(
+                    MemberStatus(
+                        node.id,
+                        bool(st.get("partner_node_status_server_" + node.id)),
+                        match,
+                        None if match is None else max(0, st["commit_idx"] - match),
+                    )
+                )
+            return ClusterStatus(
+                self._cfg.self_addr,
+                None if leader is None else str(leader.id),
+                st["state"] == _LEADER,
+                st["raft_term"],
+                st["commit_idx"],
+                st["last_applied"],
+                self._sm.revision,
+                members,
+            )
+
+        result: ClusterStatus = await self._on_tick(read)
+        return result
+
+    async def add_member(self, address: str) -> None:
+        """Add a voting member (one at a time; start it with the current members as peers)."""
+        await self._membership(self._node.addNodeToCluster, address)
+
+    async def remove_member(self, address: str) -> None:
+        await self._membership(self._node.removeNodeFromCluster, address)
+
+    async def _membership(self, change: Callable[..., None], address: str) -> None:
+        fut = self._submit_call(lambda cb: change(address, callback=cb))
+        try:
+            async with asyncio.timeout(self._cfg.write_timeout):
+                await fut
+        except TimeoutError:
+            raise errors.OutcomeUnknown(f"membership change for {address} not confirmed") from None
+
+    def _submit_call(
+        self, call: Callable[[Callable[[Any, int], None]], None]
+    ) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self._loop.create_future()
+
+        def callback(result: Any, err: int) -> None:
+            self._loop.call_soon_threadsafe(
+                _settle, fut, result, None if err == FAIL_REASON.SUCCESS else _fail(err)
+            )
+
+        call(callback)
+        return fut
+
+    async def digest(self) -> tuple[int, str]:
+        """(revision, digest of objects and revision log) after a barrier: equal on replicas that
+        applied the same history."""
+        await self.barrier()
+        return self._sm.digest()
+
+    def set_partition(self, blocked: builtins.list[str]) -> None:
+        """Fault injection (tests): drop all traffic with these peer addresses."""
+        if not self._cfg.fault_injection:
+            raise errors.Forbidden("fault injection is disabled on this replica")
+        self._transport.blocked = frozenset(blocked)
+
+
+def _fail(err: int) -> errors.RuninkError:
+    if err in _MAYBE:
+        return errors.OutcomeUnknown(
+            f"the leader changed before the write was confirmed (pysyncobj reason {err}); "
+            "it may still commit: re-read before retrying"
+        )
+    return errors.Unavailable(f"the write was not committed (pysyncobj reason {err}): retry")
+
+
+def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return  # the caller gave up (timeout/cancel): the late outcome has nowhere to go
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)
