@@ -22,8 +22,7 @@ import grpc
 
 import runink
 from runink.api import _admission, _apply, _auth, _tls, _wire
-from runink.schemas import _yaml as codec
-from runink.schemas import errors
+from runink.schemas import _yaml as codec, errors
 from runink.store import _api as barn_api
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,11 @@ class Handlers:
         event: Obj = {
             "apiVersion": "runink.io/v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:10]}", "herd": herd},
+            # Event names are DNS labels: "<object>-<random>", truncated to fit 63 characters.
+            "metadata": {
+                "name": f"{str(meta.get('name'))[:50]}-{uuid.uuid4().hex[:10]}",
+                "herd": herd,
+            },
             "spec": {
                 "involvedObject": {
                     "kind": obj.get("kind"),
@@ -341,7 +344,7 @@ class ApiServer:
     # -- auth -----------------------------------------------------------------------------------
     async def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> _auth.Identity:
         auth_context = {k: list(v) for k, v in context.auth_context().items()}
-        metadata = {k: v for k, v in (context.invocation_metadata() or ())}
+        metadata: dict[str, str | bytes] = dict(context.invocation_metadata() or ())
         return await self.auth.authenticate(_auth.AuthRequest(auth_context, metadata))
 
     async def _authorize(self, identity: _auth.Identity, verb: str, req: Obj) -> None:

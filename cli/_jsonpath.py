@@ -1,6 +1,6 @@
 """A kubectl-compatible subset of JSONPath templates, for ``-o jsonpath=`` and ``wait --for=jsonpath``.
 
-Supported: literal text, ``{.a.b}``, ``{.items[0]}``, ``{.items[*].metadata.name}`` (values joined
+Supported: literal text, filters ``[?type=Ready]`` / ``[?(@.type=="Ready")]``, ``{.a.b}``, ``{.items[0]}``, ``{.items[*].metadata.name}`` (values joined
 by spaces), ``{.metadata.labels.runink\\.io/app}`` (escaped dots), ``{range .items[*]}...{end}``
 and the escapes ``\\n`` / ``\\t`` in literals. Pure functions, no I/O.
 """
@@ -14,10 +14,13 @@ from typing import Any
 from runink.schemas import errors
 
 _TOKEN = re.compile(r"\{((?:[^{}\"]|\"[^\"]*\")*)\}")
-_STEP = re.compile(r"\.((?:\\\.|[^.\[])+)|\[(\*|-?\d+|'[^']*'|\"[^\"]*\")\]")
+_STEP = re.compile(
+    r"\.((?:\\\.|[^.\[])+)|\[(\*|-?\d+|'[^']*'|\"[^\"]*\")\]|\[\?\(?@?\.?([\w.-]+)\s*==?\s*['\"]?([^'\"\])]*)['\"]?\)?\]"
+)
+Step = str | int | None | tuple[str, str]
 
 
-def _steps(expr: str) -> list[str | int | None]:
+def _steps(expr: str) -> list[Step]:
     expr = expr.strip()
     if expr in ("", ".", "@", "$"):
         return []
@@ -27,7 +30,7 @@ def _steps(expr: str) -> list[str | int | None]:
         expr = expr[1:]
     if not expr.startswith((".", "[")):
         expr = "." + expr
-    out: list[str | int | None] = []
+    out: list[Step] = []
     pos = 0
     for m in _STEP.finditer(expr):
         if m.start() != pos:
@@ -35,6 +38,8 @@ def _steps(expr: str) -> list[str | int | None]:
         pos = m.end()
         if m.group(1) is not None:
             out.append(m.group(1).replace("\\.", "."))
+        elif m.group(3) is not None:
+            out.append((m.group(3), m.group(4)))
         else:
             idx = m.group(2)
             if idx == "*":
@@ -54,7 +59,11 @@ def find(data: Any, expr: str) -> list[Any]:
     for step in _steps(expr):
         nxt: list[Any] = []
         for value in current:
-            if step is None:
+            if isinstance(step, tuple):
+                key, want = step
+                if isinstance(value, list):
+                    nxt.extend(v for v in value if isinstance(v, dict) and str(v.get(key)) == want)
+            elif step is None:
                 if isinstance(value, list):
                     nxt.extend(value)
                 elif isinstance(value, dict):

@@ -1,0 +1,231 @@
+"""``runink up``: the composition root of the embedded single-node cluster.
+
+It takes the data dir's lock, loads or creates the cluster PKI, opens the Barn on LMDB, starts the
+API server on 127.0.0.1, writes the admin context into the client config, then runs every
+``Component`` (an async callable that runs until cancelled) in one TaskGroup until Ctrl-C/SIGTERM.
+The controller manager and the local agent plug in as one line each in ``components()``.
+
+    data dir/  lock  pki/{ca,server,admin}.{crt,key}  barn/ (LMDB)  up.log (when --detach)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runink import api, schemas, store
+from runink.schemas import errors
+
+if TYPE_CHECKING:
+    from runink.cli import _app
+
+
+@dataclass
+class Cluster:
+    """What components get: the running pieces of this node's control plane."""
+
+    data_dir: Path
+    barn: store.LocalBarn
+    server: api.ApiServer
+    pki: api.ClusterPKI
+    config_path: Path
+
+
+Component = Callable[[Cluster], Coroutine[Any, Any, None]]
+
+
+def components() -> list[tuple[str, Component]]:
+    """Everything ``runink up`` runs beside the API server. Add one line per component."""
+    return [
+        # ("controllers", run_controller_manager),  # runink.controllers: the controller manager
+        # ("agent", run_local_agent),               # runink.agent: the node agent for this host
+    ]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "runink"
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Exclusive use of ``data_dir``; a second ``runink up`` on it gets a clear error."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise errors.Unavailable(
+                f"data dir {data_dir} is in use by another runink up (pid {holder}); "
+                "stop it or pass --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def _ensure_default_herd(barn: store.LocalBarn) -> None:
+    try:
+        await barn.get("Herd", "default")
+    except errors.NotFound:
+        herd = schemas.validate(
+            {
+                "apiVersion": "runink.io/v1",
+                "kind": "Herd",
+                "metadata": {"name": "default"},
+                "spec": {},
+            }
+        )
+        with contextlib.suppress(errors.AlreadyExists):
+            await barn.create(herd)
+
+
+def write_client_config(
+    path: Path | None, pki: api.ClusterPKI, port: int, name: str = "local"
+) -> Path:
+    config = api.load_config(path)
+    herd = config.contexts[name].herd if name in config.contexts else "default"
+    ctx = api.Context(
+        name=name,
+        server=f"127.0.0.1:{port}",
+        certificate_authority_data=pki.ca.cert_pem.decode(),
+        client_certificate_data=pki.admin.cert_pem.decode(),
+        client_key_data=pki.admin.key_pem.decode(),
+        herd=herd,
+    )
+    return config.with_context(ctx).save(path)
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to stop every component (signal received)."""
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+
+
+async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    data_dir = _data_dir(args)
+    with data_dir_lock(data_dir):
+        pki = api.ensure_cluster_pki(data_dir / "pki")
+        barn = store.open_local(data_dir / "barn")
+        server = api.ApiServer(barn, ca_pem=pki.ca.cert_pem, server_pair=pki.server, port=args.port)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await _ensure_default_herd(barn)
+            port = await server.start()
+            config_path = write_client_config(Path(args.config) if args.config else None, pki, port)
+            cluster = Cluster(data_dir, barn, server, pki, config_path)
+            say(f"runink is up: API on 127.0.0.1:{port}, data in {data_dir}")
+            say(f"admin credentials written to {config_path} (context 'local')")
+            if args.ready_file:
+                # Written last: its appearance means "the API answers" to `up --detach`.
+                await asyncio.to_thread(Path(args.ready_file).write_text, f"{port}\n")
+
+            async def stopper() -> None:
+                await stop.wait()
+                raise _Stop
+
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(stopper())
+                    for name, component in components():
+                        tg.create_task(component(cluster), name=name)
+            except* _Stop:
+                say("shutting down")
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await server.stop(1.0)
+            await barn.close()
+    return 0
+
+
+def detach(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    """Start ``runink up`` in the background and return once its API answers (or it failed)."""
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ready = data_dir / "ready"
+    ready.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "runink.cli", *(["--config", args.config] if args.config else [])]
+    argv += [
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(args.port),
+        "--ready-file",
+        str(ready),
+    ]
+    with open(data_dir / "up.log", "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if ready.exists() and ready.read_text().strip():
+            say(
+                f"runink is up in the background (pid {proc.pid}): API on 127.0.0.1:{ready.read_text().strip()}"
+            )
+            return 0
+        if proc.poll() is not None:
+            raise errors.Unavailable(
+                f"runink up exited with {proc.returncode}; see {data_dir / 'up.log'}:\n"
+                + (data_dir / "up.log").read_text()[-2000:]
+            )
+        time.sleep(0.1)
+    raise errors.Unavailable(f"runink up did not become ready in 60 s; see {data_dir / 'up.log'}")
+
+
+async def cmd_up(ctx: _app.Ctx) -> int:
+    def say(text: str) -> None:
+        ctx.streams.write(text + "\n")
+
+    if ctx.args.detach:
+        return await asyncio.to_thread(detach, ctx.args, say)
+    return await run(ctx.args, say)
+
+
+def add_parser(sub: Any) -> None:
+    up = sub.add_parser("up", help="run a whole single-node cluster in this process")
+    up.add_argument(
+        "--data-dir", help="where objects and TLS material live (default ~/.local/share/runink)"
+    )
+    up.add_argument(
+        "--port", type=int, default=7443, help="API port on 127.0.0.1 (0: any free port)"
+    )
+    up.add_argument(
+        "--detach", action="store_true", help="run in the background; return when ready"
+    )
+    up.add_argument("--ready-file", help=argparse.SUPPRESS)
+    up.set_defaults(func=cmd_up)
+
+
+__all__ = [
+    "Cluster",
+    "Component",
+    "add_parser",
+    "components",
+    "data_dir_lock",
+    "run",
+    "write_client_config",
+]
