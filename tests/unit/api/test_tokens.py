@@ -92,7 +92,10 @@ def test_sa_key_rotation(sa_keys: _tokens.ServiceAccountKeys, tmp_path: Path) ->
     reloaded = _tokens.ServiceAccountKeys.load_or_create(tmp_path / "sa-keys.json")
     after = _tokens.issue_sa_token(reloaded, herd="f", name="e", now=NOW)
     for tok in (before, after):
-        assert _tokens.verify_sa_token(tok, _tokens.DEFAULT_AUDIENCE, NOW, keys=reloaded)
+        assert (
+            _tokens.verify_sa_token(tok, _tokens.DEFAULT_AUDIENCE, NOW, keys=reloaded).user
+            == "system:serviceaccount:f:e"
+        )
     reloaded.retire(old)
     with pytest.raises(errors.Unauthenticated, match="unknown key"):
         _tokens.verify_sa_token(before, _tokens.DEFAULT_AUDIENCE, NOW, keys=reloaded)
@@ -170,6 +173,7 @@ def issuer(k1: RSAKey) -> Iterator[Issuer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.requests.append(self.path)
+            body: dict[str, Any]
             if self.path == "/.well-known/openid-configuration":
                 body = {"issuer": state.url, "jwks_uri": state.url + "/jwks"}
             elif self.path == "/jwks":
@@ -257,7 +261,7 @@ def test_oidc_refusals(issuer: Issuer, k1: RSAKey, overrides: dict[str, Any], re
 
 def test_oidc_leeway_accepts_small_clock_skew(issuer: Issuer, k1: RSAKey) -> None:
     tok = issuer.sign(k1, exp=int(time.time()) - 10)
-    assert verifier(issuer, leeway_seconds=30).verify(tok)
+    assert verifier(issuer, leeway_seconds=30).verify(tok).user == "oidc:u-123"
     with pytest.raises(errors.Unauthenticated, match="expired"):
         verifier(issuer, leeway_seconds=0).verify(tok)
 
@@ -309,7 +313,7 @@ def test_oidc_key_rotation_without_restart(issuer: Issuer, k1: RSAKey, k2: RSAKe
     # The issuer drops k1: once the cache expires, k1 tokens are refused, k2 still accepted.
     issuer.publish(k2)
     clock.t += 3600
-    assert v.verify(issuer.sign(k2))
+    assert v.verify(issuer.sign(k2)).user == "oidc:u-123"
     with pytest.raises(errors.Unauthenticated, match="unknown key id 'k1'"):
         v.verify(old_tok)
 
@@ -340,9 +344,9 @@ def test_oidc_issuer_down_then_cached_keys_survive(issuer: Issuer, k1: RSAKey) -
 
     cfg = _tokens.OIDCConfig(issuer_url=issuer.url, client_id="runink", jwks_ttl=60)
     v = _tokens.OIDCVerifier(cfg, fetch=flaky, clock=clock)
-    assert v.verify(issuer.sign(k1))
+    assert v.verify(issuer.sign(k1)).user == "oidc:u-123"
     clock.t += 120  # stale: refetch fails, the last good keys keep working
-    assert v.verify(issuer.sign(k1))
+    assert v.verify(issuer.sign(k1)).user == "oidc:u-123"
 
 
 def test_oidc_issuer_unreachable() -> None:
