@@ -70,6 +70,7 @@ class StepDef:
     is_finally: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)
     args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class NewSlice:
     attempt: int
     params: Mapping[str, Any]
     args: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,7 +632,8 @@ def _new(
     local = {**scope, "params": {**scope["params"], **combo}, "matrix": dict(combo)}
     params = {k: substitute(v, local) for k, v in step.params.items()}
     params.update(combo)
-    args = tuple(str(substitute(a, local)) for a in step.args)
+    args = tuple(_text(substitute(a, local)) for a in step.args)
+    env = {k: _text(substitute(v, local)) for k, v in step.env.items()}
     return NewSlice(
         name=slice_name(run_name, step.name, index, attempt, matrix=multi),
         step=step.name,
@@ -638,4 +641,9 @@ def _new(
         attempt=attempt,
         params=params,
         args=args,
+        env=env,
     )
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)

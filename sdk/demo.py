@@ -1,0 +1,120 @@
+"""The demo pipeline's steps (manifests/demo/pipeline.yaml): real step code, run inside slices.
+
+extract -> transform (one slice per region) -> quality -> report. Steps exchange data only through
+dataset files (``ctx.inputs`` / ``ctx.outputs``), report small results, and the report is signed
+with a key from a Secret delivered as a file on the slice's private tmpfs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import re
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from runink.sdk import _context
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+
+
+def extract(ctx: _context.Context) -> None:
+    """Copy the bundled sales CSV into the raw-sales dataset, keeping only well-formed rows."""
+    src = resources.files("runink.sdk").joinpath("demo_data/sales.csv")
+    out = Path(ctx.outputs["raw-sales"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with src.open(newline="") as f, out.open("w", newline="") as g:
+        reader = csv.DictReader(f)
+        writer = csv.DictWriter(g, fieldnames=list(reader.fieldnames or []))
+        writer.writeheader()
+        for row in reader:
+            if ctx.params.get("since") and row["order_date"] < str(ctx.params["since"]):
+                continue
+            writer.writerow(row)
+            rows += 1
+    ctx.logger.info("extracted %d orders into %s", rows, out)
+    ctx.set_result("rows", rows)
+
+
+def transform(ctx: _context.Context) -> None:
+    """Revenue per product for one region (the step fans out over regions with a matrix)."""
+    region = str(ctx.params["region"])
+    revenue: dict[str, float] = defaultdict(float)
+    orders = 0
+    with Path(ctx.inputs["raw-sales"]).open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row["region"] != region:
+                continue
+            revenue[row["product"]] += int(row["quantity"]) * float(row["unit_price"])
+            orders += 1
+    out_dir = Path(ctx.outputs["regional-sales"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "region": region,
+        "orders": orders,
+        "revenue": {k: round(v, 2) for k, v in revenue.items()},
+    }
+    (out_dir / f"{region}.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+    ctx.logger.info("%s: %d orders, %.2f revenue", region, orders, sum(revenue.values()))
+    ctx.set_result("orders", orders)
+
+
+def quality(ctx: _context.Context) -> None:
+    """Checks on raw-sales: ids present and unique, quantities in range, e-mails well formed."""
+    seen: set[str] = set()
+    problems: list[str] = []
+    rows = 0
+    with Path(ctx.inputs["raw-sales"]).open(newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            rows += 1
+            oid = row["order_id"]
+            if not oid:
+                problems.append(f"line {line}: order_id is empty")
+            elif oid in seen:
+                problems.append(f"line {line}: order_id {oid} is duplicated")
+            seen.add(oid)
+            if not 1 <= int(row["quantity"]) <= int(ctx.params.get("max_quantity", 100)):
+                problems.append(f"line {line}: quantity {row['quantity']} out of range")
+            if not _EMAIL.match(row["customer_email"]):
+                problems.append(f"line {line}: customer_email is malformed")
+    min_rows = int(ctx.params.get("min_rows", 1))
+    if rows < min_rows:
+        problems.append(f"{rows} rows, expected at least {min_rows}")
+    ctx.set_result("checked_rows", rows)
+    ctx.set_result("problems", len(problems))
+    for p in problems[:20]:
+        ctx.logger.error("quality: %s", p)
+    if problems:
+        raise RuntimeError(f"{len(problems)} quality problem(s) in raw-sales; first: {problems[0]}")
+    ctx.logger.info("quality: %d rows passed every check", rows)
+
+
+def report(ctx: _context.Context) -> None:
+    """Combine the regional files into one signed report (HMAC-SHA256 with the Secret's key)."""
+    regions: list[dict[str, Any]] = []
+    for path in sorted(Path(ctx.inputs["regional-sales"]).glob("*.json")):
+        regions.append(json.loads(path.read_text()))
+    total = round(sum(sum(r["revenue"].values()) for r in regions), 2)
+    body = {
+        "title": str(ctx.params.get("title", "Sales report")),
+        "regions": {r["region"]: round(sum(r["revenue"].values()), 2) for r in regions},
+        "orders": sum(r["orders"] for r in regions),
+        "total_revenue": total,
+    }
+    payload = json.dumps(body, sort_keys=True).encode()
+    signature = hmac.new(ctx.secret("hmac-key"), payload, hashlib.sha256).hexdigest()
+    out = Path(ctx.outputs["sales-report"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"report": body, "hmac_sha256": signature}, indent=2, sort_keys=True))
+    lines = [body["title"], "=" * len(body["title"])]
+    lines += [f"{name:>6}: {value:>12,.2f}" for name, value in sorted(body["regions"].items())]
+    lines.append(f"{'total':>6}: {total:>12,.2f}  ({body['orders']} orders)")
+    for line in lines:
+        print(line, flush=True)
+    ctx.set_result("total_revenue", total)
+    ctx.set_result("report", str(out))
