@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import io
 import json
 import re
 from collections import defaultdict
@@ -28,8 +29,8 @@ def extract(ctx: _context.Context) -> None:
     out = Path(ctx.outputs["raw-sales"])
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
-    with src.open(newline="") as f, out.open("w", newline="") as g:
-        reader = csv.DictReader(f)
+    with out.open("w", newline="") as g:
+        reader = csv.DictReader(io.StringIO(src.read_text()))
         writer = csv.DictWriter(g, fieldnames=list(reader.fieldnames or []))
         writer.writeheader()
         for row in reader:
@@ -96,9 +97,10 @@ def quality(ctx: _context.Context) -> None:
 
 def report(ctx: _context.Context) -> None:
     """Combine the regional files into one signed report (HMAC-SHA256 with the Secret's key)."""
-    regions: list[dict[str, Any]] = []
-    for path in sorted(Path(ctx.inputs["regional-sales"]).glob("*.json")):
-        regions.append(json.loads(path.read_text()))
+    regions: list[dict[str, Any]] = [
+        json.loads(path.read_text())
+        for path in sorted(Path(ctx.inputs["regional-sales"]).glob("*.json"))
+    ]
     total = round(sum(sum(r["revenue"].values()) for r in regions), 2)
     body = {
         "title": str(ctx.params.get("title", "Sales report")),
