@@ -184,15 +184,19 @@ class Manager:
     def idle(self) -> bool:
         """Nothing queued or in flight, and informers have seen the store's latest revision.
 
-        Used by the testing kit's ``run_until_idle``; ``revision`` is read if the client has it.
+        Used by the testing kit's ``run_until_idle``: a client offering ``kind_revision(kind)`` (the
+        last write of a kind) lets it wait for the informers to see every write.
         """
-        head = getattr(self.client, "revision", None)
+        kind_revision = getattr(self.client, "kind_revision", None)
         for inf in self.informers:
             if not inf.has_synced:
                 return False
-            if isinstance(head, int) and inf.last_revision < head:
+            if callable(kind_revision) and inf.last_revision < kind_revision(inf.kind):
                 return False
-        return all(c.queue is None or c.queue.idle() for c in self._controllers)
+        # A stopped controller's queue is dropped (a fresh one is made when it starts again).
+        return all(
+            c.queue is None or not c.stats.running or c.queue.idle() for c in self._controllers
+        )
 
     # -- running --------------------------------------------------------------------------------
 

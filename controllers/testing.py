@@ -126,13 +126,14 @@ class InMemoryClient:
         self._open: set[int] = set()
         self._stalled: set[int] = set()
         self.watches_started = 0
+        self._kind_revision: dict[str, int] = {}
 
     @property
     def revision(self) -> _api.Revision:
         return self.barn.revision
 
     async def create(self, obj: Obj) -> Obj:
-        return await self.barn.create(obj)
+        return self._wrote(await self.barn.create(obj))
 
     async def get(
         self, kind: str, name: str, herd: str | None = None, *, linearizable: bool = False
@@ -159,15 +160,32 @@ class InMemoryClient:
         )
 
     async def update(self, obj: Obj) -> Obj:
-        return await self.barn.update(obj)
+        return self._wrote(await self.barn.update(obj))
 
     async def update_status(self, obj: Obj) -> Obj:
-        return await self.barn.update_status(obj)
+        return self._wrote(await self.barn.update_status(obj))
 
     async def delete(
         self, kind: str, name: str, herd: str | None = None, *, resource_version: str | None = None
     ) -> Obj:
-        return await self.barn.delete(kind, name, herd, resource_version=resource_version)
+        gone = await self.barn.delete(kind, name, herd, resource_version=resource_version)
+        if (gone.get("metadata") or {}).get("finalizers"):
+            return self._wrote(gone)
+        # The deletion's own revision is not returned: the next revision after the object's last
+        # write is a lower bound that its DELETED event is sure to reach.
+        rv = int(gone["metadata"]["resourceVersion"]) + 1
+        self._kind_revision[kind] = max(self._kind_revision.get(kind, 0), rv)
+        return gone
+
+    def _wrote(self, obj: Obj) -> Obj:
+        kind = str(obj.get("kind"))
+        rv = int(obj["metadata"]["resourceVersion"])
+        self._kind_revision[kind] = max(self._kind_revision.get(kind, 0), rv)
+        return obj
+
+    def kind_revision(self, kind: str) -> int:
+        """The revision of the last write of ``kind`` made through this client (for idleness)."""
+        return self._kind_revision.get(kind, 0)
 
     async def compact(self, revision: _api.Revision) -> None:
         await self.barn.compact(revision)
