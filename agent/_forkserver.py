@@ -137,15 +137,15 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
 
     def forward(signum: int, _frame: object) -> None:
         if step_pid:
-            try:
+            try:  # noqa: SIM105 - keep the fork server's imports minimal
                 os.kill(step_pid, signum)
             except ProcessLookupError:
                 pass
         else:
             pending.append(signum)
 
-    for s in FORWARDED:
-        signal.signal(s, forward)
+    for fwd in FORWARDED:
+        signal.signal(fwd, forward)
     try:
         step_pid = os.posix_spawnp(
             req["argv"][0], req["argv"], req["env"], setsigdef=RESET_IN_STEP, setsigmask=()
@@ -154,8 +154,8 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
         os.write(2, f"runink: cannot start {req['argv'][0]!r}: {e.strerror}\n".encode())
         _write_status(status_fd, {"error": f"{e.strerror}: {req['argv'][0]}", "exit": 127})
         return 127
-    for s in pending:
-        os.kill(step_pid, s)
+    for signum in pending:
+        os.kill(step_pid, signum)
     # The step owns the log pipes now; our copies would only delay the agent seeing EOF.
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
@@ -288,7 +288,7 @@ def serve(sock: socket.socket) -> None:
 
     while True:
         try:
-            ready = select.select([sock, wake_r], [], [])[0]
+            ready = select.select([sock.fileno(), wake_r], [], [])[0]
         except InterruptedError:
             continue
         if wake_r in ready:
@@ -298,7 +298,7 @@ def serve(sock: socket.socket) -> None:
             except BlockingIOError:
                 pass
             reap()
-        if sock in ready:
+        if sock.fileno() in ready:
             data = sock.recv(1 << 22)
             if not data:
                 # The agent went away. Slices keep running (their inits are reparented); the

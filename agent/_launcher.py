@@ -176,7 +176,11 @@ class Launcher:
                 assert self._loop is not None
                 self._loop.remove_reader(self._sock.fileno())
                 err = LaunchError(0, "the fork server exited")
-                for fut in [*self._reply_waiters.values(), *self._exit_waiters.values()]:
+                futs: list[asyncio.Future[Any]] = [
+                    *self._reply_waiters.values(),
+                    *self._exit_waiters.values(),
+                ]
+                for fut in futs:
                     if not fut.done():
                         fut.set_exception(err)
                 return

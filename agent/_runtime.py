@@ -1,0 +1,504 @@
+"""SliceRuntime: what the agent daemon calls to run, watch, stop and recover slices on this node.
+
+It ties the pieces together: a per-slice cgroup (agent/_cgroups.py), a launch through the fork
+server (agent/_launcher.py), log pumps into per-slice files (agent/_logs.py), and a small state
+directory per slice (``<state>/<id>/state.json``, written atomically) from which `recover` re-attaches
+to slices that outlived an agent crash, or reports them lost and cleans them up. Slice life::
+
+    start() --launch--> running --step exits--------> Outcome(reason=Completed|Error|Signaled|OOMKilled)
+                          |--stop(grace): SIGTERM, grace, cgroup kill --> Outcome(reason=Stopped)
+                          `--timeout: as stop ---------------------------> Outcome(reason=DeadlineExceeded)
+
+Every task (log pumps, exit watchers, timeouts) is owned by the runtime's TaskGroup: use it as
+``async with SliceRuntime(...) as rt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from runink.agent import _cgroups, _launcher, _logs
+
+Reason = Literal[
+    "Completed",
+    "Error",
+    "Signaled",
+    "OOMKilled",
+    "DeadlineExceeded",
+    "Stopped",
+    "StartError",
+    "Lost",
+]
+SECRETS_DIR = "/run/runink/secrets"
+STATE_FILE = "state.json"
+
+
+def _default_python() -> str:
+    # Slices run as unprivileged host uids: an interpreter under /root (pyenv) is out of reach.
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+def _sdk_path() -> str:
+    """A sys.path entry from which ``import runink.sdk`` works for the step's interpreter."""
+    pkg = Path(__file__).resolve().parent.parent
+    return str(pkg.parent if pkg.name == "runink" else pkg / ".runink-path")
+
+
+def _utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Limits for one slice; ``None`` is unlimited."""
+
+    cpu_millicores: int | None = None
+    memory_bytes: int | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SliceSpec:
+    """What to run, built from a Slice object by `spec_from_slice` (or directly in tests).
+
+    Exactly one of ``command`` (an argv) and ``python`` (``module:function``, run through
+    ``python -m runink.sdk._entry`` with a `runink.sdk.Context`) is set.
+    """
+
+    name: str
+    herd: str
+    uid: str
+    command: tuple[str, ...] = ()
+    python: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
+    """env var name -> secret name: the only way a secret reaches the environment."""
+    resources: Resources = Resources()
+    network: _launcher.NetworkMode = "none"
+    service_account: str = "default"
+    timeout: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Name of the slice's cgroup and state dir: unique per Slice object on this node."""
+        return f"{self.herd}.{self.name}.{self.uid[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a slice ended; maps onto Slice.status."""
+
+    exit_code: int | None
+    signal: int | None
+    oom_killed: bool
+    start_time: str
+    finish_time: str
+    reason: Reason
+    message: str = ""
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.oom_killed
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What `recover` found for one slice left by a previous agent process."""
+
+    id: str
+    name: str
+    herd: str
+    uid: str
+    running: bool
+    outcome: Outcome | None
+
+
+@dataclass(slots=True)
+class _Slice:
+    spec_id: str
+    name: str
+    herd: str
+    uid: str
+    dir: Path
+    cgroup: _cgroups.SliceCgroup
+    host_uid: int
+    start_time: str
+    pid: int = 0
+    pid_start: str = ""
+    own_child: bool = True
+    stop_reason: Reason | None = None
+    done: asyncio.Future[Outcome] | None = None
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _proc_starttime(pid: int) -> str:
+    """Field 22 of /proc/PID/stat: tells a live pid from a recycled one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    fields = stat.rsplit(")", 1)[1].split()
+    # A zombie has exited: only its parent's waitpid is missing.
+    return "" if fields[0] in ("Z", "X") else fields[19]
+
+
+def _atomic_write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class SliceRuntime:
+    """Runs slices on this node. Not thread-safe; one per agent process."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        launcher: _launcher.Launcher,
+        *,
+        layout: _cgroups.Layout | None = None,
+        uid_range: tuple[int, int] = (200_000, 265_536),
+        secrets_dir: str = SECRETS_DIR,
+        python: str | None = None,
+        cgroup_parent: str = _cgroups.PARENT,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.launcher = launcher
+        self.layout = layout or _cgroups.detect()
+        self.uid_range = uid_range
+        self.secrets_dir = secrets_dir
+        self.python = python or _default_python()
+        self.cgroup_parent = cgroup_parent
+        self._slices: dict[str, _Slice] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Slices run as ephemeral uids and must traverse to their own work dir.
+        os.chmod(self.state_dir, 0o711)
+        # An empty mount point; each slice mounts its own tmpfs on it in its mount namespace.
+        Path(self.secrets_dir).mkdir(parents=True, exist_ok=True)
+
+    async def __aenter__(self) -> SliceRuntime:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None
+        try:
+            await self._tg.__aexit__(et, ev, tb)
+        finally:
+            self._tg = None
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _allocate_uid(self) -> int:
+        used = {s.host_uid for s in self._slices.values()}
+        lo, hi = self.uid_range
+        for uid in range(lo, hi):
+            if uid not in used and uid != 0:
+                return uid
+        raise RuntimeError(f"no free ephemeral uid in {lo}-{hi}")
+
+    def _argv(self, spec: SliceSpec) -> tuple[str, ...]:
+        if spec.python is not None:
+            return (self.python, "-m", "runink.sdk._entry", spec.python)
+        if not spec.command:
+            raise ValueError(f"slice {spec.id}: neither command nor python is set")
+        return spec.command
+
+    def _save(self, s: _Slice, extra: dict[str, Any] | None = None) -> None:
+        data = {
+            "id": s.spec_id,
+            "name": s.name,
+            "herd": s.herd,
+            "uid": s.uid,
+            "cgroup": s.cgroup.name,
+            "host_uid": s.host_uid,
+            "pid": s.pid,
+            "pid_start": s.pid_start,
+            "start_time": s.start_time,
+            **(extra or {}),
+        }
+        _atomic_write(s.dir / STATE_FILE, data)
+
+    def log_dir(self, spec_id: str) -> Path:
+        return self.state_dir / spec_id / "logs"
+
+    # -- public API ----------------------------------------------------------------------------
+    async def start(self, spec: SliceSpec) -> int:
+        """Launch *spec*; returns the host pid of the slice init. Raises `LaunchError`."""
+        if self._tg is None:
+            raise RuntimeError("use `async with SliceRuntime(...)`")
+        if spec.id in self._slices:
+            raise RuntimeError(f"slice {spec.id} is already running")
+        d = self.state_dir / spec.id
+        if d.exists():
+            shutil.rmtree(d)
+        work = d / "work"
+        work.mkdir(parents=True)
+        host_uid = self._allocate_uid()
+        cg = _cgroups.SliceCgroup(self.layout, spec.id, self.cgroup_parent)
+        r = spec.resources
+        cg.create(_cgroups.Limits(r.cpu_millicores, r.memory_bytes, r.pids))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", **spec.env}
+        if spec.python is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), _sdk_path()]))
+        env.update(
+            RUNINK_SLICE=spec.name,
+            RUNINK_HERD=spec.herd,
+            RUNINK_SLICE_UID=spec.uid,
+            RUNINK_WORK_DIR=str(work),
+            RUNINK_SECRETS_DIR=self.secrets_dir,
+        )
+        for var, secret in spec.secret_env.items():
+            env[var] = spec.secrets[secret].decode()
+        ctx = {
+            "params": spec.params,
+            "inputs": spec.inputs,
+            "outputs": spec.outputs,
+            "secrets": sorted(spec.secrets),
+            "secret_env": spec.secret_env,
+        }
+        _atomic_write(work / "context.json", ctx)
+        os.chown(work, host_uid, host_uid)
+        os.chmod(work, 0o700)
+        os.chmod(d, 0o711)
+        out, err = d / "stdout", d / "stderr"
+        os.mkfifo(out, 0o600)
+        os.mkfifo(err, 0o600)
+        out_fd = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+        err_fd = os.open(err, os.O_RDONLY | os.O_NONBLOCK)
+        s = _Slice(spec.id, spec.name, spec.herd, spec.uid, d, cg, host_uid, _utcnow())
+        s.done = asyncio.get_running_loop().create_future()
+        req = _launcher.LaunchRequest(
+            argv=self._argv(spec),
+            env=env,
+            hostname=spec.name[:63],
+            uid=host_uid,
+            gid=host_uid,
+            cgroup_procs=tuple(cg.procs_files()),
+            network=spec.network,
+            cwd="/tmp",
+            stdout=str(out),
+            stderr=str(err),
+            status_path=str(d / "status"),
+            secrets_dir=self.secrets_dir,
+            secrets=dict(spec.secrets),
+        )
+        try:
+            s.pid = await self.launcher.launch(req)
+        except BaseException:
+            os.close(out_fd)
+            os.close(err_fd)
+            cg.remove()
+            raise
+        s.pid_start = _proc_starttime(s.pid)
+        self._slices[spec.id] = s
+        self._save(s, {"service_account": spec.service_account})
+        self._tg.create_task(self._watch(s, out_fd, err_fd, spec.timeout))
+        return s.pid
+
+    async def wait(self, spec_id: str) -> Outcome:
+        s = self._slices.get(spec_id)
+        if s is None or s.done is None:
+            raise KeyError(spec_id)
+        return await asyncio.shield(s.done)
+
+    def running(self) -> list[str]:
+        return [k for k, s in self._slices.items() if s.done is not None and not s.done.done()]
+
+    def usage(self, spec_id: str) -> _cgroups.Usage:
+        return self._slices[spec_id].cgroup.usage()
+
+    def slice_labels(self) -> list[tuple[str, str, str]]:
+        """(id, name, herd) of each running slice, for the metrics collector."""
+        return [(k, s.name, s.herd) for k, s in self._slices.items() if k in self.running()]
+
+    async def stop(self, spec_id: str, grace: float = 10.0) -> Outcome:
+        """SIGTERM the slice (its init forwards it to the step), then kill the cgroup after *grace*."""
+        s = self._slices[spec_id]
+        assert s.done is not None
+        if s.done.done():
+            return s.done.result()
+        s.stop_reason = s.stop_reason or "Stopped"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(s.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                return await asyncio.shield(s.done)
+        except TimeoutError:
+            s.cgroup.kill()
+        return await asyncio.shield(s.done)
+
+    # -- per-slice task ------------------------------------------------------------------------
+    async def _wait_exit(self, s: _Slice) -> int | None:
+        if s.own_child:
+            return await self.launcher.wait(s.pid)
+        # Not our child (re-attached after a restart): a pidfd says when it exits, the status
+        # file says how.
+        try:
+            pidfd = os.pidfd_open(s.pid)
+        except ProcessLookupError:
+            return None
+        loop = asyncio.get_running_loop()
+        ev = asyncio.Event()
+        loop.add_reader(pidfd, ev.set)
+        try:
+            if _proc_starttime(s.pid) == s.pid_start:
+                await ev.wait()
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        # Reap it if we are its subreaper (the daemon sets PR_SET_CHILD_SUBREAPER); otherwise
+        # its new parent does.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(s.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+        return None
+
+    async def _timeout(self, s: _Slice, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        s.stop_reason = "DeadlineExceeded"
+        await self.stop(s.spec_id, grace=min(10.0, max(1.0, seconds / 10)))
+
+    async def _watch(
+        self,
+        s: _Slice,
+        out_fd: int | None,
+        err_fd: int | None,
+        timeout: float | None,
+    ) -> None:
+        assert s.done is not None
+        writer = _logs.LogWriter(s.dir / "logs")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                if out_fd is not None:
+                    tg.create_task(_logs.pump(out_fd, "stdout", writer))
+                if err_fd is not None:
+                    tg.create_task(_logs.pump(err_fd, "stderr", writer))
+                timer = tg.create_task(self._timeout(s, timeout)) if timeout else None
+                status = await self._wait_exit(s)
+                if timer is not None:
+                    timer.cancel()
+                outcome = self._outcome(s, status)
+                # The init's exit killed the namespace; kill stragglers so the pipes reach EOF.
+                s.cgroup.kill()
+        finally:
+            writer.close()
+        await asyncio.to_thread(s.cgroup.remove)
+        (s.dir / STATE_FILE).unlink(missing_ok=True)
+        s.done.set_result(outcome)
+
+    def _outcome(self, s: _Slice, status: int | None) -> Outcome:
+        try:
+            st = json.loads((s.dir / "status").read_text() or "{}")
+        except (FileNotFoundError, json.JSONDecodeError):
+            st = {}
+        code: int | None = st.get("exit")
+        sig: int | None = st.get("signal")
+        if not st and status is not None:
+            code, sig = _launcher.exitcode(status)
+            if code is not None and code > 128:
+                # The init exits 128+N when the step died of signal N.
+                sig = code - 128
+                code = None
+        oom = s.cgroup.oom_kills() > 0
+        reason: Reason
+        message = str(st.get("error", ""))
+        if "error" in st:
+            reason = "StartError"
+        elif oom:
+            reason, message = "OOMKilled", message or "the step exceeded its memory limit"
+        elif s.stop_reason is not None:
+            reason = s.stop_reason
+        elif not st and status is None:
+            reason, message = "Lost", "the slice ended while the agent was down; no exit status"
+        elif sig is not None:
+            reason, message = "Signaled", f"killed by signal {sig} ({signal.Signals(sig).name})"
+        elif code == 0:
+            reason = "Completed"
+        else:
+            reason, message = "Error", f"exit code {code}"
+        results: dict[str, Any] = {}
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            results = json.loads((s.dir / "work" / "results.json").read_text())
+        return Outcome(code, sig, oom, s.start_time, _utcnow(), reason, message, results)
+
+    # -- recovery ------------------------------------------------------------------------------
+    async def recover(self) -> list[Recovered]:
+        """Re-attach to slices that outlived the previous agent process, or clean them up.
+
+        A slice whose init still runs (same pid and start time) is watched again and its logs
+        re-opened; anything else is reported with its outcome (from the status file, else
+        ``Lost``) and its cgroup removed. Stray runink cgroups with no state are killed and removed.
+        """
+        if self._tg is None:
+            raise RuntimeError("use `async with SliceRuntime(...)`")
+        found: list[Recovered] = []
+        known: set[str] = set()
+        for d in sorted(self.state_dir.iterdir()) if self.state_dir.exists() else []:
+            sf = d / STATE_FILE
+            if not sf.exists():
+                continue
+            st = json.loads(sf.read_text())
+            known.add(st["cgroup"])
+            cg = _cgroups.SliceCgroup(self.layout, st["cgroup"], self.cgroup_parent)
+            s = _Slice(
+                st["id"], st["name"], st["herd"], st["uid"], d, cg, int(st["host_uid"]),
+                st["start_time"], int(st["pid"]), st["pid_start"], own_child=False,
+            )  # fmt: skip
+            s.done = asyncio.get_running_loop().create_future()
+            alive = bool(s.pid) and _proc_starttime(s.pid) == s.pid_start
+            if alive:
+                self._slices[s.spec_id] = s
+                fds = []
+                for name in ("stdout", "stderr"):
+                    try:
+                        fds.append(os.open(d / name, os.O_RDONLY | os.O_NONBLOCK))
+                    except FileNotFoundError:
+                        fds.append(-1)
+                self._tg.create_task(
+                    self._watch(s, fds[0] if fds[0] >= 0 else None,
+                                fds[1] if fds[1] >= 0 else None, None)
+                )  # fmt: skip
+                found.append(Recovered(s.spec_id, s.name, s.herd, s.uid, True, None))
+                continue
+            outcome = self._outcome(s, None)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(s.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+            await asyncio.to_thread(cg.remove)
+            sf.unlink()
+            (d / "logs").mkdir(exist_ok=True)
+            (d / "logs" / _logs.DONE).touch()
+            found.append(Recovered(s.spec_id, s.name, s.herd, s.uid, False, outcome))
+        for stray in _cgroups.list_slices(self.layout, self.cgroup_parent) - known:
+            await asyncio.to_thread(
+                _cgroups.SliceCgroup(self.layout, stray, self.cgroup_parent).remove
+            )
+        return found
+
+
+def outcome_dict(o: Outcome) -> dict[str, Any]:
+    return asdict(o)
