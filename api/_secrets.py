@@ -172,14 +172,18 @@ def _new_key_id() -> str:
 def seal(
     herd: str, name: str, version: int, data: Mapping[str, bytes], keyring: Keyring
 ) -> dict[str, Any]:
-    """Encrypt ``data`` for Secret herd/name at ``version``; the result holds no clear value."""
+    """Encrypt ``data`` for Secret herd/name at ``version`` (>= 1, bound into the associated
+    data: the server's counter of the Secret's data versions); the result holds no clear value."""
+    if version < 1:
+        raise errors.Invalid("secret version must be >= 1")
     plaintext = json.dumps({k: _b64(bytes(v)) for k, v in data.items()}, sort_keys=True).encode()
     dek = AESGCM.generate_key(bit_length=256)
     # Each data key encrypts exactly once, so a random 96-bit nonce can never repeat under it.
     nonce = os.urandom(12)
     ct = AESGCM(dek).encrypt(nonce, plaintext, _aad(herd, name, version))
+    # Field names match runink.schemas EncryptedData (spec.encrypted); the algorithm is implied
+    # by the format (an "algorithm" field is accepted on read for a future format change).
     return {
-        "algorithm": ALGORITHM,
         "keyId": keyring.active,
         "wrappedKey": _b64(aes_key_wrap(keyring._kek(keyring.active), dek)),
         "nonce": _b64(nonce),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from runink import schemas
 from runink.api import _secrets
 from runink.schemas import errors
 
@@ -27,10 +28,16 @@ def test_round_trip_and_no_clear_value_in_envelope(ring: _secrets.Keyring) -> No
     env = _secrets.seal("finance", "db", 3, DATA, ring)
     blob = json.dumps(env).encode()
     assert VALUE not in blob and base64.b64encode(VALUE) not in blob
-    assert set(env) == {"algorithm", "keyId", "wrappedKey", "nonce", "ciphertext", "version"}
+    assert set(env) == {"keyId", "wrappedKey", "nonce", "ciphertext", "version"}
     assert env["keyId"] == ring.active and env["version"] == 3
     assert _secrets.open("finance", "db", env, ring) == DATA
     assert _secrets.open("finance", "db", env, ring, version=3) == DATA
+
+
+def test_envelope_validates_as_the_schema_encrypted_data(ring: _secrets.Keyring) -> None:
+    env = _secrets.seal("finance", "db", 2, DATA, ring)
+    model = schemas.EncryptedData.model_validate(env)
+    assert model.key_id == ring.active
 
 
 def test_each_version_gets_a_fresh_data_key(ring: _secrets.Keyring) -> None:
