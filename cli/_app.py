@@ -410,7 +410,9 @@ async def cmd_diff(ctx: Ctx) -> int:
     a = ctx.args
     client = ctx.client()
     changed = False
-    for item in _manifests.load(a.filename, recursive=a.recursive, herd=ctx.herd):
+    items = _manifests.load(a.filename, recursive=a.recursive, herd=ctx.herd)
+    new_herds = {i.obj["metadata"]["name"] for i in items if i.info.kind == "Herd"}
+    for item in items:
         meta = item.obj["metadata"]
         try:
             live: Obj | None = await client.get(item.info.kind, meta["name"], meta.get("herd"))
@@ -418,7 +420,14 @@ async def cmd_diff(ctx: Ctx) -> int:
             live = None
         merged = item.obj if live is None else _overlay(live, item.obj)
         if live is None:
-            would = await client.create(merged, dry_run=True)
+            try:
+                would = await client.create(merged, dry_run=True)
+            except errors.NotFound as e:
+                # Its herd is created by this same set of manifests: the server cannot admit it
+                # yet, so show the locally validated object.
+                if e.details.get("herd") not in new_herds:
+                    raise
+                would = schemas.validate(merged)
         else:
             would = await client.update(merged, dry_run=True)
         old = schemas.dump_yaml(_comparable(live)).splitlines(keepends=True) if live else []
@@ -599,10 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-n", "--herd", default=argparse.SUPPRESS, help="herd (namespace) for herd-scoped kinds"
     )
-    p = argparse.ArgumentParser(
-        prog="runink", description="Runink: declarative data pipelines.", parents=[common]
+    p = argparse.ArgumentParser(prog="runink", description="Runink: declarative data pipelines.")
+    p.add_argument(
+        "--config", help="client config file (default: $RUNINK_CONFIG or ~/.runink/config)"
     )
-    p.set_defaults(config=None, context=None, herd=None)
+    p.add_argument("--context", help="context to use instead of current-context")
+    p.add_argument("-n", "--herd", help="herd (namespace) for herd-scoped kinds")
     sub = p.add_subparsers(dest="command", required=True)
     add_parser = sub.add_parser
 
