@@ -169,13 +169,9 @@ class InMemoryClient:
         self, kind: str, name: str, herd: str | None = None, *, resource_version: str | None = None
     ) -> Obj:
         gone = await self.barn.delete(kind, name, herd, resource_version=resource_version)
-        if (gone.get("metadata") or {}).get("finalizers"):
-            return self._wrote(gone)
-        # The deletion's own revision is not returned: the next revision after the object's last
-        # write is a lower bound that its DELETED event is sure to reach.
-        rv = int(gone["metadata"]["resourceVersion"]) + 1
-        self._kind_revision[kind] = max(self._kind_revision.get(kind, 0), rv)
-        return gone
+        # The returned resourceVersion is the deletion's revision (or, at worst, an earlier one):
+        # a lower bound that the DELETED event is sure to reach.
+        return self._wrote(gone)
 
     def _wrote(self, obj: Obj) -> Obj:
         kind = str(obj.get("kind"))

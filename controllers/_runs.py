@@ -1,0 +1,455 @@
+"""The run controller: drives each PipelineRun through its DAG by creating and stopping Slices.
+
+It reads the run, its pipeline (snapshotted into ``status.pipelineSpec`` when the run starts, so
+editing the Pipeline never changes a run in flight) and the run's Slices, asks the pure planner
+(``_runplan.plan``) what should exist now, and writes that back: new Slices (owned by the run),
+cancellations, and the run's status (phase, per-step status, conditions). Step transitions are
+reported as OpenLineage-shaped run events to a :class:`LineageSink` and as Events for describe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from runink.controllers import _client, _clock, _helpers, _runplan, _types
+from runink.schemas import errors
+
+log = logging.getLogger("runink.controllers.runs")
+
+Obj = dict[str, Any]
+API_VERSION = "runink.io/v1"
+LABEL_RUN = "runink.io/run"
+LABEL_PIPELINE = "runink.io/pipeline"
+LABEL_STEP = "runink.io/step"
+ANNOTATION_CANCEL_REASON = "runink.io/cancel-reason"
+PRODUCER = "https://runink.io/controllers/run"
+OPENLINEAGE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+TERMINAL_RUN = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+
+class LineageSink(Protocol):
+    """Where the run controller sends OpenLineage RunEvents (the governance service, a file...)."""
+
+    async def emit(self, event: Obj) -> None: ...
+
+
+class NullLineageSink:
+    async def emit(self, event: Obj) -> None:
+        del event
+
+
+def parse_time(value: Any) -> float | None:
+    """RFC 3339 (``2026-11-27T03:25:55Z``) -> epoch seconds; ``None`` for a missing value."""
+    if not value:
+        return None
+    text = str(value).replace("Z", "+00:00")
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def format_time(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def step_defs(spec: Mapping[str, Any]) -> list[_runplan.StepDef]:
+    """Normalise a (validated) Pipeline spec's steps and finally steps for the planner."""
+    out = []
+    for is_finally, steps in ((False, spec.get("steps") or []), (True, spec.get("finally") or [])):
+        for s in steps:
+            deps: list[tuple[str, _runplan.Condition]] = []
+            for d in s.get("dependsOn") or []:
+                if isinstance(d, str):
+                    deps.append((d, "success"))
+                else:
+                    deps.append((d["step"], d.get("condition", "success")))
+            retry = s.get("retry") or {}
+            b = retry.get("backoff") or {}
+            matrix = s.get("matrix") or {}
+            out.append(
+                _runplan.StepDef(
+                    name=s["name"],
+                    deps=tuple(deps),
+                    when=s.get("when"),
+                    matrix=_runplan.expand_matrix(matrix.get("params") or {}),
+                    max_parallel=matrix.get("maxParallel"),
+                    retry_limit=int(retry.get("limit", 0)),
+                    backoff=_runplan.Backoff(
+                        initial=float(b.get("initialSeconds", 1.0)),
+                        maximum=float(b.get("maxSeconds", 300.0)),
+                        factor=float(b.get("factor", 2.0)),
+                        jitter=float(b.get("jitter", 0.1)),
+                    ),
+                    timeout=s.get("timeoutSeconds"),
+                    is_finally=is_finally,
+                    params={p["name"]: p.get("default") for p in s.get("params") or []},
+                    args=tuple(s.get("args") or ()),
+                    env=dict(s.get("env") or {}),
+                )
+            )
+    return out
+
+
+def resolve_params(spec: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Pipeline params with their defaults, overridden by the run's; type-checked.
+
+    Raises ``Invalid`` naming the param (unknown names, wrong types, a required one missing).
+    """
+    from runink.schemas import _pipelines  # the params type check lives with the model
+
+    declared = {p["name"]: p for p in spec.get("params") or []}
+    problems: list[errors.FieldError] = []
+    for name in given:
+        if name not in declared:
+            problems.append(
+                errors.FieldError(
+                    f"spec.params.{name}",
+                    f"the pipeline declares no param {name!r} (known: {', '.join(sorted(declared)) or 'none'})",
+                )
+            )
+    out: dict[str, Any] = {}
+    for name, p in declared.items():
+        value = given.get(name, p.get("default"))
+        if value is None:
+            problems.append(errors.FieldError(f"spec.params.{name}", "required param has no value"))
+            continue
+        why = _pipelines.check_param_value(p.get("type", "string"), value)
+        if why:
+            problems.append(errors.FieldError(f"spec.params.{name}", why))
+        out[name] = value
+    if problems:
+        raise errors.Invalid("invalid run params", errors=problems)
+    return out
+
+
+def slice_state(obj: Obj) -> _runplan.SliceState:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    st = obj.get("status") or {}
+    results: dict[str, Any] = {}
+    for k, v in (st.get("results") or {}).items():
+        try:
+            results[k] = json.loads(v) if isinstance(v, str) else v
+        except ValueError:
+            results[k] = v
+    return _runplan.SliceState(
+        name=meta["name"],
+        step=spec["step"],
+        index=int(spec.get("matrixIndex") or 0),
+        attempt=int(spec.get("attempt", 1)),
+        phase=st.get("phase", "Pending"),
+        created_at=parse_time(meta.get("creationTimestamp")) or 0.0,
+        started_at=parse_time(st.get("startTime")),
+        finished_at=parse_time(st.get("completionTime")),
+        results=results,
+        reason=st.get("reason"),
+        message=st.get("message"),
+        cancelled=bool(spec.get("cancelled")),
+    )
+
+
+class RunReconciler:
+    """Reconciles one PipelineRun. See the module docstring."""
+
+    def __init__(
+        self,
+        client: _client.Client,
+        *,
+        clock: _clock.Clock,
+        recorder: _helpers.EventRecorder | None = None,
+        lineage: LineageSink | None = None,
+        namespace_prefix: str = "runink",
+    ) -> None:
+        self.client = client
+        self.clock = clock
+        self.recorder = recorder
+        self.lineage: LineageSink = lineage or NullLineageSink()
+        self.namespace_prefix = namespace_prefix
+
+    async def reconcile(self, request: _types.Request) -> _types.Result:
+        try:
+            run = await self.client.get("PipelineRun", request.name, request.herd)
+        except errors.NotFound:
+            return _types.Result()
+        if (run.get("metadata") or {}).get("deletionTimestamp"):
+            return _types.Result()
+        status = dict(run.get("status") or {})
+        if status.get("phase") in TERMINAL_RUN:
+            return _types.Result()
+        if not status.get("pipelineSpec"):
+            return await self._start(run)
+
+        spec = status["pipelineSpec"]
+        herd = request.herd
+        listed = await self.client.list("Slice", herd, selector=f"{LABEL_RUN}={request.name}")
+        owned = [s for s in listed.items if _helpers.is_controlled_by(s, run)]
+        now = self.clock.now()
+        try:
+            steps = step_defs(spec)
+        except (KeyError, TypeError, ValueError) as e:
+            raise _types.TerminalError(f"cannot plan run {request}: {e}") from e
+        plan = _runplan.plan(
+            run_name=request.name,
+            steps=steps,
+            run_params=status.get("params") or {},
+            slices=[slice_state(s) for s in owned],
+            now=now,
+            cancelled=bool((run.get("spec") or {}).get("cancelled")),
+            run_start=parse_time(status.get("startTime")),
+            run_timeout=(run.get("spec") or {}).get("timeoutSeconds") or spec.get("timeoutSeconds"),
+        )
+
+        by_name = {s["metadata"]["name"]: s for s in owned}
+        steps_by_name = {
+            s["name"]: s for s in [*(spec.get("steps") or []), *(spec.get("finally") or [])]
+        }
+        for new in plan.create:
+            await self._create_slice(run, steps_by_name[new.step], new)
+        for c in plan.cancel:
+            if c.name in by_name:
+                await self._cancel_slice(by_name[c.name], c)
+
+        await self._write_status(run, plan, now)
+        return _types.Result(requeue_after=plan.requeue_after)
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def _start(self, run: Obj) -> _types.Result:
+        meta = run["metadata"]
+        ref = ((run.get("spec") or {}).get("pipelineRef") or {}).get("name")
+        now = self.clock.now()
+        status: Obj = dict(run.get("status") or {})
+        try:
+            pipeline = await self.client.get("Pipeline", ref, meta.get("herd"))
+            params = resolve_params(
+                pipeline.get("spec") or {}, (run.get("spec") or {}).get("params") or {}
+            )
+        except (errors.NotFound, errors.Invalid) as e:
+            reason = "PipelineNotFound" if isinstance(e, errors.NotFound) else "InvalidParams"
+            status.update(
+                phase="Failed", completionTime=format_time(now), startTime=format_time(now)
+            )
+            obj = {**run, "status": status}
+            _helpers.set_condition(obj, "Succeeded", "False", reason, e.message)
+            await self.client.update_status(obj)
+            await self._event(run, "Warning", reason, e.message)
+            return _types.Result()
+        status.update(
+            phase="Running",
+            startTime=format_time(now),
+            pipelineSpec=pipeline["spec"],
+            params=params,
+            steps={},
+        )
+        obj = {**run, "status": status}
+        _helpers.set_condition(obj, "Succeeded", "Unknown", "Running", "the run has started")
+        await self.client.update_status(obj)
+        await self._event(run, "Normal", "Started", f"run of pipeline {ref} started")
+        return _types.Result(requeue_after=0)
+
+    # -- slices -------------------------------------------------------------------------------
+
+    async def _create_slice(
+        self, run: Obj, step: Mapping[str, Any], new: _runplan.NewSlice
+    ) -> None:
+        meta = run["metadata"]
+        status = run.get("status") or {}
+        pipeline = ((run.get("spec") or {}).get("pipelineRef") or {}).get("name")
+        spec: Obj = {
+            "pipeline": pipeline,
+            "run": meta["name"],
+            "step": new.step,
+            "attempt": new.attempt,
+            "params": dict(new.params),
+            "args": list(new.args),
+            "env": dict(new.env),
+            "results": list(step.get("results") or []),
+            "secrets": list(step.get("secrets") or []),
+            "resources": dict(step.get("resources") or {}),
+            "nodeSelector": dict(step.get("nodeSelector") or {}),
+            "tolerations": list(step.get("tolerations") or []),
+            "network": step.get("network", "isolated"),
+            "inputs": list(step.get("inputs") or []),
+            "outputs": list(step.get("outputs") or []),
+        }
+        if len(_runplan.expand_matrix((step.get("matrix") or {}).get("params") or {})) > 1:
+            spec["matrixIndex"] = new.index
+        for key in ("python", "command", "timeoutSeconds"):
+            if step.get(key) is not None:
+                spec[key] = step[key]
+        sa = step.get("serviceAccount") or (run.get("spec") or {}).get("serviceAccount")
+        if sa:
+            spec["serviceAccount"] = sa
+        obj: Obj = {
+            "apiVersion": API_VERSION,
+            "kind": "Slice",
+            "metadata": {
+                "name": new.name,
+                "herd": meta.get("herd"),
+                "labels": {
+                    LABEL_RUN: meta["name"],
+                    LABEL_PIPELINE: str(pipeline),
+                    LABEL_STEP: new.step,
+                },
+            },
+            "spec": spec,
+        }
+        _helpers.set_controller_reference(run, obj)
+        try:
+            await self.client.create(obj)
+        except errors.AlreadyExists:
+            return  # created by an earlier pass whose write we have not seen yet
+        if new.attempt > 1:
+            await self._event(run, "Normal", "Retrying", f"step {new.step}: attempt {new.attempt}")
+        del status
+
+    async def _cancel_slice(self, obj: Obj, c: _runplan.CancelSlice) -> None:
+        spec = obj.get("spec") or {}
+        if not spec.get("nodeName"):
+            # Never placed: nothing runs, so the controller ends it itself.
+            st = {
+                **(obj.get("status") or {}),
+                "phase": "Failed",
+                "reason": c.reason,
+                "message": c.message,
+                "completionTime": format_time(self.clock.now()),
+            }
+            try:
+                await self.client.update_status({**obj, "status": st})
+            except (errors.Conflict, errors.NotFound):
+                pass  # the next pass sees the new state and decides again
+            return
+        meta = dict(obj.get("metadata") or {})
+        meta["annotations"] = {
+            **(meta.get("annotations") or {}),
+            ANNOTATION_CANCEL_REASON: c.reason,
+        }
+        try:
+            await self.client.update({**obj, "metadata": meta, "spec": {**spec, "cancelled": True}})
+        except (errors.Conflict, errors.NotFound):
+            pass
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def _write_status(self, run: Obj, plan: _runplan.RunPlan, now: float) -> None:
+        old = dict(run.get("status") or {})
+        old_steps: Mapping[str, Any] = old.get("steps") or {}
+        steps: dict[str, Obj] = {}
+        for name, s in plan.steps.items():
+            d: Obj = {"phase": s.phase, "attempts": s.attempts, "slices": list(s.slices)}
+            if s.results:
+                d["results"] = {
+                    k: v if isinstance(v, str) else json.dumps(v) for k, v in s.results.items()
+                }
+            if s.message:
+                d["message"] = s.message
+            if s.start_time is not None:
+                d["startTime"] = format_time(s.start_time)
+            if s.completion_time is not None:
+                d["completionTime"] = format_time(s.completion_time)
+            steps[name] = d
+        new = {**old, "phase": plan.phase, "steps": steps}
+        if plan.phase in TERMINAL_RUN:
+            new["completionTime"] = format_time(now)
+        obj = {**run, "status": new}
+        cond = {"Succeeded": "True", "Failed": "False", "Cancelled": "False"}.get(
+            plan.phase, "Unknown"
+        )
+        _helpers.set_condition(
+            obj,
+            "Succeeded",
+            cond,  # type: ignore[arg-type]
+            plan.reason or plan.phase,
+            plan.message or "",
+        )
+        if obj["status"] != run.get("status"):
+            await self.client.update_status(obj)
+        await self._report_transitions(run, old_steps, plan, now)
+
+    async def _report_transitions(
+        self, run: Obj, old_steps: Mapping[str, Any], plan: _runplan.RunPlan, now: float
+    ) -> None:
+        for name, s in plan.steps.items():
+            before = (old_steps.get(name) or {}).get("phase", "Pending")
+            if before == s.phase:
+                continue
+            if s.phase == "Running" and before in ("Pending", "Waiting"):
+                if before == "Pending":
+                    await self._lineage(run, name, "START", now)
+                    await self._event(run, "Normal", "StepStarted", f"step {name} started")
+            elif s.phase == "Succeeded":
+                await self._lineage(run, name, "COMPLETE", now)
+                await self._event(run, "Normal", "StepSucceeded", f"step {name} succeeded")
+            elif s.phase == "Failed":
+                await self._lineage(run, name, "FAIL", now, s.message)
+                await self._event(run, "Warning", "StepFailed", f"step {name} failed: {s.message}")
+            elif s.phase == "Skipped":
+                await self._event(run, "Normal", "StepSkipped", f"step {name} skipped: {s.message}")
+        old_phase = (run.get("status") or {}).get("phase")
+        if plan.phase in TERMINAL_RUN and old_phase != plan.phase:
+            kind = "Normal" if plan.phase == "Succeeded" else "Warning"
+            await self._event(run, kind, f"Run{plan.phase}", plan.message or plan.phase)
+
+    async def _lineage(
+        self, run: Obj, step: str, event_type: str, now: float, error: str | None = None
+    ) -> None:
+        meta = run["metadata"]
+        spec = (run.get("status") or {}).get("pipelineSpec") or {}
+        step_spec = next(
+            (
+                s
+                for s in [*(spec.get("steps") or []), *(spec.get("finally") or [])]
+                if s["name"] == step
+            ),
+            {},
+        )
+        herd = meta.get("herd")
+        ns = f"{self.namespace_prefix}://{herd}"
+        pipeline = ((run.get("spec") or {}).get("pipelineRef") or {}).get("name")
+
+        def datasets(refs: list[Obj]) -> list[Obj]:
+            return [{"namespace": ns, "name": r.get("name") or r.get("uri")} for r in refs]
+
+        run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{meta.get('uid')}/{step}"))
+        event: Obj = {
+            "eventType": event_type,
+            "eventTime": dt.datetime.fromtimestamp(now, dt.UTC).isoformat().replace("+00:00", "Z"),
+            "producer": PRODUCER,
+            "schemaURL": OPENLINEAGE_SCHEMA,
+            "run": {
+                "runId": run_id,
+                "facets": {
+                    "parent": {
+                        "_producer": PRODUCER,
+                        "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/ParentRunFacet.json",
+                        "run": {"runId": str(uuid.uuid5(uuid.NAMESPACE_URL, str(meta.get("uid"))))},
+                        "job": {"namespace": ns, "name": f"{pipeline}"},
+                    }
+                },
+            },
+            "job": {"namespace": ns, "name": f"{pipeline}.{step}"},
+            "inputs": datasets(step_spec.get("inputs") or []),
+            "outputs": datasets(step_spec.get("outputs") or []),
+        }
+        if error:
+            event["run"]["facets"]["errorMessage"] = {
+                "_producer": PRODUCER,
+                "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json",
+                "message": error,
+                "programmingLanguage": "python",
+            }
+        try:
+            await self.lineage.emit(event)
+        except errors.RuninkError as e:
+            log.warning("lineage event for %s/%s not recorded: %s", meta["name"], step, e)
+
+    async def _event(self, run: Obj, type_: str, reason: str, message: str) -> None:
+        if self.recorder is None:
+            return
+        try:
+            await self.recorder.record(run, type_, reason, message)  # type: ignore[arg-type]
+        except errors.RuninkError as e:
+            log.warning("event %s for %s not recorded: %s", reason, _types.Request.of(run), e)
