@@ -202,7 +202,8 @@ def set_condition(
 
 
 class EventRecorder:
-    """Writes ``Event`` objects about other objects, aggregating repeats into ``count``.
+    """Writes ``Event`` objects (runink.schemas' ``EventSpec`` shape) about other objects,
+    aggregating repeats into ``count``.
 
     The Event's name is derived from (object, type, reason, message), so a repeat anywhere in the
     cluster lands on the same Event: the recorder re-reads and bumps ``count`` (CAS, one retry).
@@ -218,12 +219,10 @@ class EventRecorder:
     async def record(self, obj: Obj, type_: EventType, reason: str, message: str) -> Obj:
         meta = obj.get("metadata") or {}
         involved = {
-            "apiVersion": obj.get("apiVersion", API_VERSION),
             "kind": obj.get("kind"),
             "name": meta.get("name"),
             "herd": meta.get("herd"),
             "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
         }
         return await self._record(involved, type_, reason, message)
 
@@ -231,7 +230,6 @@ class EventRecorder:
         self, request: _types.Request, type_: EventType, reason: str, message: str
     ) -> Obj:
         involved = {
-            "apiVersion": API_VERSION,
             "kind": request.kind,
             "name": request.name,
             "herd": request.herd,
@@ -251,7 +249,8 @@ class EventRecorder:
                 )
             ).encode()
         ).hexdigest()[:10]
-        name = f"{involved.get('name')}.{digest}"
+        # A DNS label (at most 63 characters), stable for the same (object, type, reason, message).
+        name = f"{str(involved.get('name'))[:52]}-{digest}"
         herd = involved.get("herd")
         now = utc_now()
         for _ in range(3):
@@ -270,7 +269,7 @@ class EventRecorder:
                         "count": 1,
                         "firstTimestamp": now,
                         "lastTimestamp": now,
-                        "source": {"component": self.component},
+                        "source": self.component,
                     },
                 }
                 try:

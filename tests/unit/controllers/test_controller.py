@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from runink.controllers import (
     Controller,
@@ -52,7 +53,7 @@ async def test_a_failing_reconcile_backs_off_exponentially_and_recovers() -> Non
 
         rec.reconcile = timed  # type: ignore[method-assign]
         await env.run_until_idle(advance=0.3)
-        gaps = [round(b - a, 4) for a, b in zip(times, times[1:], strict=False)]
+        gaps = [round(b - a, 4) for a, b in itertools.pairwise(times)]
         assert gaps[:5] == [0.005, 0.01, 0.02, 0.04, 0.08]
         rec.fail = None
         await env.run_until_idle(advance=10)
