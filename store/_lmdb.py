@@ -80,5 +80,21 @@ class LmdbBackend:
         with self._env.begin(write=True) as txn:
             yield _Txn(txn, self._dbs)
 
+    def begin_write(self) -> LmdbWriteTxn:
+        """A write transaction left open across calls (a Raft tick applying many entries).
+
+        The caller commits (one fsync for the whole tick) or aborts it, on the thread that
+        opened it, before anyone waits on the results.
+        """
+        return LmdbWriteTxn(self._env.begin(write=True), self._dbs)
+
     def close(self) -> None:
         self._env.close()
+
+
+class LmdbWriteTxn(_Txn):
+    def commit(self) -> None:
+        self._txn.commit()
+
+    def abort(self) -> None:
+        self._txn.abort()

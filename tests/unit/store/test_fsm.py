@@ -58,3 +58,20 @@ def test_same_commands_give_same_bytes_on_every_backend(tmp_path: Path) -> None:
         ]
         b.close()
     assert dumps[0] == dumps[1]
+
+
+def test_a_tick_spanning_transaction_commits_or_aborts_as_a_whole(tmp_path: Path) -> None:
+    backend = _lmdb.LmdbBackend(tmp_path)
+    try:
+        txn = backend.begin_write()
+        _fsm.apply(create("a"), txn, index=1)
+        txn.abort()
+        txn = backend.begin_write()
+        _fsm.apply(create("b"), txn, index=1)
+        _fsm.apply(create("c"), txn, index=2)
+        txn.commit()
+        with backend.read() as r:
+            assert [k for k, _ in r.scan("objects", b"")] == [b"Node\x00\x00b", b"Node\x00\x00c"]
+            assert _fsm.read_meta(r).applied_index == 2
+    finally:
+        backend.close()
