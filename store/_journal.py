@@ -55,6 +55,11 @@ class LmdbJournal(_pjournal.Journal):  # type: ignore[misc]
             self._txn = self._env.begin(write=True)
         return self._txn
 
+    @property
+    def pending(self) -> bool:
+        """Whether changes are waiting for ``flush()``."""
+        return self._txn is not None
+
     def flush(self) -> None:
         """Commit (and fsync) every pending change. Cheap when nothing is pending."""
         txn, self._txn = self._txn, None

@@ -127,21 +127,36 @@ class ClusterStatus:
 
 class _Transport(TCPTransport):  # type: ignore[misc]
     """TCP transport that (1) makes the journal durable before a message acknowledging entries or
-    granting a vote leaves, and (2) can drop traffic to/from chosen peers (fault injection)."""
+    granting a vote leaves, and (2) can drop traffic to/from chosen peers (fault injection).
+
+    Acks (``next_node_idx``) written while entries are pending are held and sent by
+    ``release()`` after one fsync for the whole poll round: group commit on followers.
+    """
 
     journal: _journal.LmdbJournal | None = None
     blocked: frozenset[str] = frozenset()
+    held: list[tuple[Any, Any]]
 
     def send(self, node: Any, message: Any) -> bool:
         if node.id in self.blocked:
             return False
-        if self.journal is not None and message.get("type") not in (
-            "append_entries",
-            "apply_command",
-        ):
+        kind = message.get("type")
+        if self.journal is not None and kind not in ("append_entries", "apply_command"):
+            if kind == "next_node_idx" and self.journal.pending:
+                self.__dict__.setdefault("held", []).append((node, message))
+                return True
             self.journal.flush()
         ok: bool = super().send(node, message)
         return ok
+
+    def release(self) -> None:
+        """Send the held acks; call right after ``journal.flush()``."""
+        held = self.__dict__.get("held")
+        if held:
+            self.held = []
+            for node, message in held:
+                if node.id not in self.blocked:
+                    super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         if node is not None and node.id in self.blocked:
@@ -234,8 +249,10 @@ class ReplicatedBarn:
         try:
             while not self._stopping.is_set():
                 self._journal.flush()
+                self._transport.release()
                 alone = not self._node.otherNodes
-                self._node.doTick(0.0 if alone and self._inflight else self._cfg.idle_tick)
+                # A short sleep, not 0: a busy loop would keep the GIL from the event loop.
+                self._node.doTick(0.0002 if alone and self._inflight else self._cfg.idle_tick)
         finally:
             self._journal.flush()
             self._sm.commit()
@@ -243,6 +260,7 @@ class ReplicatedBarn:
 
     def _end_of_tick(self) -> None:
         self._journal.flush()
+        self._transport.release()
         committed = self._sm.commit()
         replies, self._ready_replies = self._ready_replies, []
         for fut, value in replies:
