@@ -144,13 +144,13 @@ _PARSED: dict[tuple[Callable[[Any], int], type, object], int] = {}
 def _quantity(parse: Callable[[Any], int], value: Any, path: str) -> int:
     # A cluster repeats a handful of quantity strings; parsing each once keeps conversion cheap.
     # The cache is bounded by clearing it, so a hostile stream of distinct values cannot grow it.
-    key = (parse, type(value), value)
+    key: tuple[Callable[[Any], int], type, object] | None = (parse, type(value), value)
     try:
-        return _PARSED[key]
+        return _PARSED[(parse, type(value), value)]
     except KeyError:
         pass
     except TypeError:  # unhashable value: let the parser reject it
-        key = None  # type: ignore[assignment]
+        key = None
     try:
         result = parse(value)
     except errors.Invalid as e:
