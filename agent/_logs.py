@@ -84,6 +84,9 @@ async def pump(fd: int, stream: str, writer: LogWriter) -> None:
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for line in lines:
+                while len(line) > MAX_LINE:
+                    writer.write_line(stream, line[:MAX_LINE], partial=True)
+                    line = line[MAX_LINE:]
                 writer.write_line(stream, line)
             while len(buf) > MAX_LINE:
                 writer.write_line(stream, buf[:MAX_LINE], partial=True)

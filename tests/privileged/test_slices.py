@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import os
 import signal
 import socket
@@ -330,3 +331,26 @@ async def _crash_and_recover(state: Path, cgroup_parent: str) -> None:
     for pid in leftovers.stdout.split():
         cg = Path(f"/proc/{pid}/cgroup").read_text() if Path(f"/proc/{pid}").exists() else ""
         assert cgroup_parent not in cg
+
+
+@pytest.mark.parametrize("path", ["cgroup.kill", "v1 freezer"])
+async def test_kill_whole_cgroup(runtime: _runtime.SliceRuntime, path: str) -> None:
+    s = spec("killme", ["sh", "-c", "sleep 100 & sleep 100 & echo ready; wait"])
+    await runtime.start(s)
+    await wait_for_line(runtime, s.id, "ready")
+    cg = _cgroups.SliceCgroup(runtime.layout, s.id, runtime.cgroup_parent)
+    if path == "cgroup.kill":
+        if cg.v2_dir is None:
+            pytest.skip("no cgroup2 mount on this host")
+        # The v2 core on the unified hierarchy: the same processes, and an atomic kill.
+        v2_procs = set(map(int, (cg.v2_dir / "cgroup.procs").read_text().split()))
+        v1_procs = set(map(int, (cg.v1_dirs["memory"] / "cgroup.procs").read_text().split()))
+        assert v2_procs == v1_procs and len(v2_procs) >= 4
+    else:
+        cg = _cgroups.SliceCgroup(
+            dataclasses.replace(runtime.layout, unified=None), s.id, runtime.cgroup_parent
+        )
+    cg.kill()
+    o = await runtime.wait(s.id)
+    assert o.signal == signal.SIGKILL and o.reason == "Signaled"
+    assert not _cgroups.SliceCgroup(runtime.layout, s.id, runtime.cgroup_parent).exists()

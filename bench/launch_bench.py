@@ -1,0 +1,200 @@
+"""Slice launch latency: launch request -> the slice's process ran /bin/true and exited.
+
+Prints p50/p99 (ms) over N launches for plain posix_spawn, the Runi Agent's fork server (with and
+without a network namespace, with and without a fresh cgroup per launch), the `unshare` CLI,
+bwrap, runc and crun (crun refuses hybrid cgroup hosts, so it runs in a private mount namespace
+with /sys/fs/cgroup/unified lazily unmounted, as in research/agent.md), with ratios to plain spawn
+and to runc measured in the same run. Needs root. Not a test: it never fails on a figure.
+
+    .venv/bin/python bench/launch_bench.py [-n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from runink.agent import _cgroups, _launcher
+
+WARMUP = 10
+
+
+def measure(fn: Callable[[], None], n: int) -> list[float]:
+    for _ in range(WARMUP):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def spawn_wait(argv: list[str]) -> None:
+    pid = os.posix_spawn(argv[0], argv, {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{argv[:3]} exited with status {status}")
+
+
+def make_bundle(root: Path) -> Path:
+    """A minimal OCI bundle: /bin/true plus its libraries, read-only root, default mounts."""
+    bundle = root / "bundle"
+    rootfs = bundle / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/true", rootfs / "bin" / "true")
+    libs = subprocess.run(["ldd", "/bin/true"], capture_output=True, text=True, check=True).stdout
+    for tok in libs.split():
+        if tok.startswith("/") and os.path.exists(tok):
+            dst = rootfs / tok.lstrip("/")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tok, dst)
+    for d in ("proc", "dev", "sys", "tmp"):
+        (rootfs / d).mkdir(exist_ok=True)
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    cfg = json.loads((bundle / "config.json").read_text())
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["/bin/true"]
+    cfg["root"]["readonly"] = True
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    return bundle
+
+
+def oci(runtime: str, bundle: Path) -> Callable[[], None]:
+    def run() -> None:
+        spawn_wait(
+            [
+                shutil.which(runtime) or runtime,
+                "run",
+                "-b",
+                str(bundle),
+                f"rk{uuid.uuid4().hex[:12]}",
+            ]
+        )
+
+    return run
+
+
+def report(results: dict[str, list[float]]) -> None:
+    p50 = {k: statistics.median(v) for k, v in results.items()}
+    base = p50.get("posix_spawn")
+    runc = p50.get("runc")
+    print(f"{'variant':44} {'p50 ms':>8} {'p99 ms':>8} {'x spawn':>8} {'runc / x':>9}")
+    for k, v in results.items():
+        v = sorted(v)
+        p99 = v[min(len(v) - 1, int(len(v) * 0.99))]
+        r_sp = f"{p50[k] / base:8.2f}" if base else "       -"
+        r_rc = f"{runc / p50[k]:9.2f}" if runc else "        -"
+        print(f"{k:44} {p50[k]:8.2f} {p99:8.2f} {r_sp} {r_rc}")
+
+
+def inner_crun(n: int, bundle: Path) -> None:
+    """Runs inside `unshare -m` with the cgroup2 mount hidden: prints crun and runc samples."""
+    out = {
+        "crun (private mntns, v1 only)": measure(oci("crun", bundle), n),
+        "runc (private mntns, v1 only)": measure(oci("runc", bundle), n),
+    }
+    print(json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=200)
+    ap.add_argument("--inner-crun", metavar="BUNDLE")
+    args = ap.parse_args()
+    if args.inner_crun:
+        inner_crun(args.n, Path(args.inner_crun))
+        return
+    if os.geteuid() != 0:
+        sys.exit("launch_bench needs root")
+    n = args.n
+    results: dict[str, list[float]] = {}
+    results["posix_spawn"] = measure(lambda: spawn_wait(["/bin/true"]), n)
+
+    lau = _launcher.Launcher.start()
+    layout = _cgroups.detect()
+    parent = f"runink-bench-{os.getpid()}"
+    uids = iter(range(250_000, 10**9))
+
+    def ours(network: _launcher.NetworkMode, cgroup: bool) -> Callable[[], None]:
+        def run() -> None:
+            cg = None
+            procs: tuple[str, ...] = ()
+            if cgroup:
+                cg = _cgroups.SliceCgroup(layout, f"b{next(uids)}", parent)
+                cg.create(_cgroups.Limits(1000, 256 << 20, 64))
+                procs = tuple(cg.procs_files())
+            uid = next(uids)
+            req = _launcher.LaunchRequest(
+                argv=("/bin/true",), env={}, hostname="bench", uid=uid, gid=uid,
+                cgroup_procs=procs, network=network,
+            )  # fmt: skip
+            status = lau.wait_sync(lau.launch_sync(req))
+            if cg is not None:
+                cg.remove()
+            if status != 0:
+                raise RuntimeError(f"slice exited with status {status}")
+
+        return run
+
+    try:
+        results["runink: user+pid+mnt+uts+ipc, net host"] = measure(ours("host", False), n)
+        results["runink: + netns (network none)"] = measure(ours("none", False), n)
+        results["runink: + netns + fresh cgroup (incl. rmdir)"] = measure(ours("none", True), n)
+    finally:
+        lau.close()
+        for b in [p / parent for p in layout.v1.values()] + (
+            [layout.unified / parent] if layout.unified else []
+        ):
+            if b.exists():
+                b.rmdir()
+    results["unshare CLI (pid,mnt,uts,ipc,net)"] = measure(
+        lambda: spawn_wait(
+            [
+                "/usr/bin/unshare",
+                "--pid",
+                "--fork",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--net",
+                "/bin/true",
+            ]
+        ),
+        n,
+    )
+    if shutil.which("bwrap"):
+        bw = ["/usr/bin/bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "/bin/true"]  # fmt: skip
+        results["bwrap --unshare-all"] = measure(lambda: spawn_wait(bw), n)
+    with tempfile.TemporaryDirectory(prefix="runink-bench-") as tmp:
+        if shutil.which("runc"):
+            bundle = make_bundle(Path(tmp))
+            results["runc"] = measure(oci("runc", bundle), n)
+            if shutil.which("crun"):
+                cmd = (
+                    "umount -l /sys/fs/cgroup/unified && exec "
+                    f"{sys.executable} {os.path.abspath(__file__)} -n {n} --inner-crun {bundle}"
+                )
+                proc = subprocess.run(
+                    ["unshare", "-m", "--propagation", "private", "sh", "-c", cmd],
+                    capture_output=True, text=True,
+                )  # fmt: skip
+                if proc.returncode == 0:
+                    results.update(json.loads(proc.stdout))
+                else:
+                    print(f"crun skipped: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
