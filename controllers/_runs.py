@@ -9,6 +9,7 @@ reported as OpenLineage-shaped run events to a :class:`LineageSink` and as Event
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -102,14 +103,14 @@ def resolve_params(spec: Mapping[str, Any], given: Mapping[str, Any]) -> dict[st
 
     declared = {p["name"]: p for p in spec.get("params") or []}
     problems: list[errors.FieldError] = []
-    for name in given:
-        if name not in declared:
-            problems.append(
-                errors.FieldError(
-                    f"spec.params.{name}",
-                    f"the pipeline declares no param {name!r} (known: {', '.join(sorted(declared)) or 'none'})",
-                )
-            )
+    known = ", ".join(sorted(declared)) or "none"
+    problems.extend(
+        errors.FieldError(
+            f"spec.params.{name}", f"the pipeline declares no param {name!r} (known: {known})"
+        )
+        for name in given
+        if name not in declared
+    )
     out: dict[str, Any] = {}
     for name, p in declared.items():
         value = given.get(name, p.get("default"))
@@ -219,7 +220,7 @@ class RunReconciler:
 
     async def _start(self, run: Obj) -> _types.Result:
         meta = run["metadata"]
-        ref = ((run.get("spec") or {}).get("pipelineRef") or {}).get("name")
+        ref = str(((run.get("spec") or {}).get("pipelineRef") or {}).get("name"))
         now = self.clock.now()
         status: Obj = dict(run.get("status") or {})
         try:
@@ -317,20 +318,17 @@ class RunReconciler:
                 "message": c.message,
                 "completionTime": format_time(self.clock.now()),
             }
-            try:
+            # On a conflict the next pass sees the new state and decides again.
+            with contextlib.suppress(errors.Conflict, errors.NotFound):
                 await self.client.update_status({**obj, "status": st})
-            except (errors.Conflict, errors.NotFound):
-                pass  # the next pass sees the new state and decides again
             return
         meta = dict(obj.get("metadata") or {})
         meta["annotations"] = {
             **(meta.get("annotations") or {}),
             ANNOTATION_CANCEL_REASON: c.reason,
         }
-        try:
+        with contextlib.suppress(errors.Conflict, errors.NotFound):
             await self.client.update({**obj, "metadata": meta, "spec": {**spec, "cancelled": True}})
-        except (errors.Conflict, errors.NotFound):
-            pass
 
     # -- status -------------------------------------------------------------------------------
 
@@ -398,7 +396,7 @@ class RunReconciler:
     ) -> None:
         meta = run["metadata"]
         spec = (run.get("status") or {}).get("pipelineSpec") or {}
-        step_spec = next(
+        step_spec: Obj = next(
             (
                 s
                 for s in [*(spec.get("steps") or []), *(spec.get("finally") or [])]
