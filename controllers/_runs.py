@@ -278,7 +278,7 @@ class RunReconciler:
         }
         if len(_runplan.expand_matrix((step.get("matrix") or {}).get("params") or {})) > 1:
             spec["matrixIndex"] = new.index
-        for key in ("python", "command", "timeoutSeconds"):
+        for key in ("python", "command", "timeoutSeconds", "affinity", "locality"):
             if step.get(key) is not None:
                 spec[key] = step[key]
         sa = step.get("serviceAccount") or (run.get("spec") or {}).get("serviceAccount")

@@ -213,6 +213,44 @@ class Toleration(_base.Model):
     """Taint effect to match; all effects when absent."""
 
 
+class LabelExpression(_base.Model):
+    """A node-label requirement: ``key`` with operator In, NotIn, Exists or DoesNotExist."""
+
+    key: str
+    """The node label key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the label's value is compared with ``values``."""
+    values: list[str] = []
+    """Values for In and NotIn (at least one); empty for Exists and DoesNotExist."""
+
+
+class PreferredAffinity(_base.Model):
+    """A soft preference: nodes matching every expression score ``weight`` more."""
+
+    weight: int = pydantic.Field(default=1, ge=1, le=100)
+    """Relative weight (1-100) against other preferences."""
+    match_expressions: list[LabelExpression] = []
+    """Expressions a node must match to earn the weight."""
+
+
+class Affinity(_base.Model):
+    """Node affinity: hard requirements and soft preferences on node labels."""
+
+    required: list[LabelExpression] = []
+    """Every expression must match for a node to be eligible."""
+    preferred: list[PreferredAffinity] = []
+    """Preferences that rank eligible nodes."""
+
+
+class Locality(_base.Model):
+    """Where a step's input data lives, so the scheduler prefers those nodes (a hint, not a rule)."""
+
+    nodes: list[str] = []
+    """Node names holding the data."""
+    labels: _base.Labels = {}
+    """Node labels that mark nodes near the data (e.g. a rack or zone)."""
+
+
 class Step(_base.Model):
     """One node of the pipeline DAG: what to run, with what, and when."""
 
@@ -252,6 +290,10 @@ class Step(_base.Model):
     """Fan-out over param values."""
     node_selector: _base.Labels = {}
     """Node labels the slice requires."""
+    affinity: Affinity | None = None
+    """Node affinity for this step's slices: required and preferred node-label expressions."""
+    locality: Locality | None = None
+    """A data-locality hint: nodes (or node labels) near this step's inputs are preferred."""
     tolerations: list[Toleration] = []
     """Node taints the slice accepts."""
     network: Network = "isolated"
@@ -563,6 +605,10 @@ class SliceSpec(_base.Model):
     """Reserved and enforced resources."""
     node_selector: _base.Labels = {}
     """Node labels required."""
+    affinity: Affinity | None = None
+    """Node affinity for this step's slices: required and preferred node-label expressions."""
+    locality: Locality | None = None
+    """A data-locality hint: nodes (or node labels) near this step's inputs are preferred."""
     tolerations: list[Toleration] = []
     """Node taints accepted."""
     network: Network = "isolated"
