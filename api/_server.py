@@ -156,9 +156,9 @@ class Handlers:
             except errors.NotFound:
                 return obj
             raise errors.AlreadyExists(f"{barn_api.ObjectKey.of(obj)} already exists")
-        created = await self.barn.create(obj)
-        await self.record_event(created, "Created", f"{created['kind']} created")
-        return created
+        # No Event for a plain create: controllers create Slices and Events through this path,
+        # and an Event per create would double their writes (apply and delete record one).
+        return await self.barn.create(obj)
 
     async def update(self, req: Obj) -> Obj:
         raw = req.get("object") or {}

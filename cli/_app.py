@@ -24,6 +24,7 @@ from runink.schemas import errors
 
 Obj = dict[str, Any]
 INVENTORY_LABEL = "runink.io/inventory"
+APPLY_CONCURRENCY = 16
 VOLATILE = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
 
 
@@ -150,6 +151,17 @@ async def _apply_one(ctx: Ctx, item: _manifests.Item) -> str:
     raise errors.Conflict(f"{_output.name_of(obj)} kept changing while applying; try again")
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first RuninkError of a failed batch, reported like a sequential failure would be."""
+    runink_errors = group.subgroup(errors.RuninkError)
+    if runink_errors is None or runink_errors.split(errors.RuninkError)[1] is not None:
+        return group
+    leaf: BaseException = runink_errors
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
 async def cmd_apply(ctx: Ctx) -> int:
     a = ctx.args
     items = _manifests.load(a.filename, recursive=a.recursive, herd=ctx.herd)
@@ -159,12 +171,26 @@ async def cmd_apply(ctx: Ctx) -> int:
         for item in items:
             item.obj["metadata"].setdefault("labels", {})[INVENTORY_LABEL] = a.inventory
     suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(a.dry_run or "", "")
-    for item in items:
+    # Cluster-scoped objects (Herds) first, then the rest with bounded concurrency: one round
+    # trip per object dominates, and objects are independent once their herd exists.
+    gate = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+    async def one(item: _manifests.Item) -> str:
         if a.dry_run == "client":
-            status = "configured"
-        else:
-            status = await _apply_one(ctx, item)
-        ctx.streams.write(f"{_output.name_of(item.obj)} {status}{suffix}\n")
+            return "configured"
+        async with gate:
+            return await _apply_one(ctx, item)
+
+    first = [i for i in items if not i.info.namespaced]
+    rest = [i for i in items if i.info.namespaced]
+    for batch in (first, rest):
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(one(i)) for i in batch]
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        for item, task in zip(batch, tasks, strict=True):
+            ctx.streams.write(f"{_output.name_of(item.obj)} {task.result()}{suffix}\n")
     if a.prune:
         keep = {
             (i.info.kind, i.obj["metadata"].get("herd"), i.obj["metadata"]["name"]) for i in items
