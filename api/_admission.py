@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Protocol
 
-from runink.schemas import _yaml as codec
+from runink import schemas
 from runink.schemas import errors, registry
 
 Obj = dict[str, Any]
@@ -68,7 +68,7 @@ def _check_shape(obj: Obj) -> tuple[registry.KindInfo, Obj]:
 
 def _validate(obj: Obj) -> Obj:
     """Defaults and schema validation; the server-owned metadata is carried through untouched."""
-    normalized: Obj = codec.validate(obj)
+    normalized: Obj = schemas.validate(obj)
     return normalized
 
 

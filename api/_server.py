@@ -21,8 +21,9 @@ from typing import Any, Literal, Protocol
 import grpc
 
 import runink
+from runink import schemas
 from runink.api import _admission, _apply, _auth, _tls, _wire
-from runink.schemas import _yaml as codec, errors
+from runink.schemas import errors
 from runink.store import _api as barn_api
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Handlers:
             },
         }
         try:
-            event = codec.validate(event)
+            event = schemas.validate(event)
             await self.barn.create(event)
         except errors.RuninkError as e:
             # An event is a courtesy to `describe`; it never fails the write it describes.
