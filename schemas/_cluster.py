@@ -420,6 +420,28 @@ class GitSourceStatus(_base.Model):
     """What the last sync changed."""
     observed_generation: _base.NonNegInt | None = None
     """The metadata.generation the controller last acted on."""
+    last_attempted_revision: str | None = None
+    """Commit SHA of the last sync attempt (differs from syncedRevision after a failed sync)."""
+    applied_as: str | None = None
+    """Identity the objects were applied as (service account, or the controller's own)."""
+    objects: list[ObjectSync] = []
+    """Per-object result of the last sync or drift check (drift appears here with its fields)."""
+
+
+class ObjectSync(_base.Model):
+    """What the last sync or drift check did to one object."""
+
+    kind: str
+    """Kind of the object."""
+    herd: str | None = None
+    """Herd of the object."""
+    name: str
+    """Name of the object."""
+    action: Literal["created", "configured", "unchanged", "pruned", "drifted", "healed"]
+    """created/configured/unchanged/pruned by a sync; drifted: live differs from Git (reported
+    only, selfHeal off); healed: drift reverted by re-applying Git."""
+    fields: list[str] = []
+    """Field paths that differed from Git (drifted, healed, configured)."""
 
 
 class GitSource(_base.Model):
