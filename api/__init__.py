@@ -9,16 +9,19 @@ its typed async client, which has the Barn's method names so callers can use eit
 from runink.api._auth import (
     AllowAll,
     AuthChain,
-    AuthRequest,
     Authenticator,
     Authorizer,
+    AuthRequest,
     ClientCertificateAuthenticator,
     Identity,
 )
 from runink.api._client import Client
-from runink.api._config import ClientConfig, Context
-from runink.api._config import default_path as default_config_path
-from runink.api._config import load as load_config
+from runink.api._config import (
+    ClientConfig,
+    Context,
+    default_path as default_config_path,
+    load as load_config,
+)
 from runink.api._server import ApiServer, LogSource
 from runink.api._tls import ClusterPKI, KeyPair, ensure_cluster_pki, issue
 
