@@ -33,6 +33,7 @@ from runink.schemas._cluster import (
 )
 from runink.schemas._explain import explain, json_schema
 from runink.schemas._governance import Annotation, Check, Dataset, QualityRule
+from runink.schemas._openlineage import RunEvent, parse_run_event
 from runink.schemas._pipelines import (
     DatasetRef,
     Dependency,
@@ -96,6 +97,7 @@ __all__ = [
     "Resources",
     "Role",
     "RoleBinding",
+    "RunEvent",
     "RunPhase",
     "Secret",
     "Selector",
@@ -124,6 +126,7 @@ __all__ = [
     "parse_cpu",
     "parse_manifests",
     "parse_memory",
+    "parse_run_event",
     "parse_selector",
     "quantity",
     "register",
