@@ -114,7 +114,14 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
             flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
             mount("tmpfs", sdir, "tmpfs", flags, "mode=0500,size=4m")
             for name, b64 in secrets.items():
-                fd = os.open(os.path.join(sdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+                # "secret/key" names become a directory per secret, as in a Secret's volume.
+                parts = name.split("/")
+                if any(p in ("", ".", "..") for p in parts):
+                    raise ValueError(f"bad secret file name {name!r}")
+                if len(parts) > 1:
+                    os.makedirs(os.path.join(sdir, *parts[:-1]), 0o500, exist_ok=True)
+                path = os.path.join(sdir, *parts)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
                 try:
                     os.write(fd, base64.b64decode(b64))
                 finally:

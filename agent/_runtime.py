@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from runink.agent import _cgroups, _launcher, _logs
+from runink.agent import _cgroups, _launcher, _logs, _metrics
 
 Reason = Literal[
     "Completed",
@@ -190,6 +190,8 @@ class SliceRuntime:
         self.cgroup_parent = cgroup_parent
         self._slices: dict[str, _Slice] = {}
         self._tg: asyncio.TaskGroup | None = None
+        # Named netns paths pre-wired with a veth (network: isolated); not implemented yet.
+        self.netns_pool: list[str] | None = None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Slices run as ephemeral uids and must traverse to their own work dir.
         os.chmod(self.state_dir, 0o711)
@@ -254,6 +256,10 @@ class SliceRuntime:
             raise RuntimeError("use `async with SliceRuntime(...)`")
         if spec.id in self._slices:
             raise RuntimeError(f"slice {spec.id} is already running")
+        if spec.network == "isolated" and self.netns_pool is None:
+            raise _launcher.LaunchError(
+                0, "network: isolated needs a pre-wired netns pool, which this agent lacks"
+            )
         d = self.state_dir / spec.id
         if d.exists():
             shutil.rmtree(d)
@@ -333,9 +339,21 @@ class SliceRuntime:
     def usage(self, spec_id: str) -> _cgroups.Usage:
         return self._slices[spec_id].cgroup.usage()
 
-    def slice_labels(self) -> list[tuple[str, str, str]]:
-        """(id, name, herd) of each running slice, for the metrics collector."""
-        return [(k, s.name, s.herd) for k, s in self._slices.items() if k in self.running()]
+    def stats(self) -> list[_metrics.SliceStats]:
+        """Usage of every running slice (the metrics `SliceSource`; called from the HTTP thread)."""
+        out = []
+        for k, s in list(self._slices.items()):
+            if s.done is None or s.done.done():
+                continue
+            step: dict[str, float] = {}
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, PermissionError):
+                step = json.loads((s.dir / "work" / "metrics.json").read_text())
+            try:
+                usage = s.cgroup.usage()
+            except FileNotFoundError:
+                continue  # it ended between the listing and the read
+            out.append(_metrics.SliceStats(k, s.name, s.herd, usage, step))
+        return out
 
     async def stop(self, spec_id: str, grace: float = 10.0) -> Outcome:
         """SIGTERM the slice (its init forwards it to the step), then kill the cgroup after *grace*."""

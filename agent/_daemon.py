@@ -1,0 +1,424 @@
+"""The Runi Agent daemon: registers its Node, heartbeats, and runs the Slices bound to it.
+
+It talks to the control plane through `Client`, a Protocol with the Barn's method names (the
+in-process store, the gRPC client and test fakes satisfy it), and runs slices through
+`SliceRuntime`. Slice phases it writes (status.phase)::
+
+    Pending --(bound here)--> Starting --launched--> Running --exit 0--> Succeeded
+                                  |                     `--error/signal/OOM/timeout/cancel--> Failed
+                                  `--launch failed--> Failed (reason StartError)
+
+A Slice deleted, cancelled (spec.cancelled) or given a deletionTimestamp is stopped with a grace
+period, then its whole cgroup is killed. On start the agent recovers slices left by its previous
+process and fails, as Lost, Running slices of this node that it has no trace of.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from runink.agent import _runtime
+from runink.schemas import errors, quantity
+from runink.store import _api
+
+SecretResolver = Callable[[str, str], Mapping[str, bytes]]
+"""(herd, secret name) -> {key: value}: how the agent obtains a Secret's clear data."""
+
+
+class Client(Protocol):
+    """What the agent needs from the control plane (same signatures as the Barn)."""
+
+    async def create(self, obj: _api.Obj) -> _api.Obj: ...
+
+    async def get(
+        self, kind: str, name: str, herd: str | None = None, *, linearizable: bool = False
+    ) -> _api.Obj: ...
+
+    async def list(
+        self,
+        kind: str,
+        herd: str | None = None,
+        *,
+        selector: str | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+        linearizable: bool = False,
+    ) -> _api.ListResult: ...
+
+    async def update(self, obj: _api.Obj) -> _api.Obj: ...
+
+    async def update_status(self, obj: _api.Obj) -> _api.Obj: ...
+
+    async def delete(
+        self, kind: str, name: str, herd: str | None = None, *, resource_version: str | None = None
+    ) -> _api.Obj: ...
+
+    def watch(
+        self,
+        kind: str | None = None,
+        herd: str | None = None,
+        *,
+        since: _api.Revision | None = None,
+        selector: str | None = None,
+        bookmark_interval: float | None = None,
+    ) -> AsyncIterator[_api.WatchEvent]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    node_name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+    heartbeat_interval: float = 10.0
+    lease_duration: int = 40
+    stop_grace: float = 10.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- capacity ----------------------------------------------------------------------------------
+def _nvml_gpus() -> list[dict[str, Any]] | None:
+    """GPUs through NVML (package nvidia-ml-py, module pynvml); None when NVML is unusable."""
+    try:
+        pynvml: Any = importlib.import_module("pynvml")
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # library missing, driver not loaded
+        return None
+    try:
+        out = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            out.append(
+                {
+                    "index": i,
+                    "uuid": str(pynvml.nvmlDeviceGetUUID(h)),
+                    "model": str(pynvml.nvmlDeviceGetName(h)),
+                    "memory": int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
+                }
+            )
+        return out
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def detect_gpus() -> list[dict[str, Any]]:
+    """GPUs through NVML, else nvidia-smi, else /proc/driver/nvidia; [] when none."""
+    gpus = _nvml_gpus()
+    if gpus is not None:
+        return gpus
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        proc = subprocess.run(
+            [smi, "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if proc.returncode == 0:
+            gpus = []
+            for line in proc.stdout.strip().splitlines():
+                idx, uuid, name, mem = (x.strip() for x in line.split(","))
+                gpus.append(
+                    {"index": int(idx), "uuid": uuid, "model": name, "memory": int(mem) << 20}
+                )
+            return gpus
+    nv = Path("/proc/driver/nvidia/gpus")
+    if nv.is_dir():
+        return [{"index": i} for i, _ in enumerate(sorted(nv.iterdir()))]
+    return []
+
+
+def detect_capacity() -> dict[str, Any]:
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    gpus = detect_gpus()
+    cpu = len(os.sched_getaffinity(0))
+    return {
+        "capacity": {"cpu": str(cpu), "memory": mem_kib * 1024, "gpu": len(gpus)},
+        "gpus": gpus,
+    }
+
+
+# -- Slice object -> SliceSpec -----------------------------------------------------------------
+def spec_from_slice(
+    obj: _api.Obj, resolve_secret: SecretResolver | None = None
+) -> _runtime.SliceSpec:
+    meta, spec = obj["metadata"], obj["spec"]
+    herd = meta.get("herd") or "default"
+    res = spec.get("resources") or {}
+    secrets: dict[str, bytes] = {}
+    secret_env: dict[str, str] = {}
+    for use in spec.get("secrets") or []:
+        if resolve_secret is None:
+            raise errors.Invalid(f"slice uses secret {use['secret']!r} but no resolver is set")
+        data = resolve_secret(herd, use["secret"])
+        keys = [use["key"]] if use.get("key") else sorted(data)
+        for key in keys:
+            fname = f"{use['secret']}/{key}"
+            secrets[fname] = data[key]
+            if use.get("as", "env") == "env":
+                var = use.get("env") if use.get("key") and use.get("env") else key.upper()
+                secret_env[str(var).replace("-", "_").replace(".", "_")] = fname
+
+    def datasets(refs: list[dict[str, Any]]) -> dict[str, str]:
+        return {
+            str(r.get("name") or r.get("uri")): str(r.get("uri") or r.get("name")) for r in refs
+        }
+
+    command = tuple(spec.get("command") or ()) + tuple(spec.get("args") or ())
+    return _runtime.SliceSpec(
+        name=meta["name"],
+        herd=herd,
+        uid=str(meta.get("uid") or meta["name"]),
+        command=command if spec.get("command") else (),
+        python=spec.get("python"),
+        env=dict(spec.get("env") or {}),
+        secrets=secrets,
+        secret_env=secret_env,
+        resources=_runtime.Resources(
+            cpu_millicores=quantity.parse_cpu(res.get("cpu", "100m")),
+            memory_bytes=quantity.parse_memory(res.get("memory", "128Mi")),
+            pids=int(res["pids"]) if "pids" in res else 1024,
+        ),
+        network=spec.get("network", "isolated"),
+        service_account=spec.get("serviceAccount") or "default",
+        timeout=float(spec["timeoutSeconds"]) if spec.get("timeoutSeconds") else None,
+        params=dict(spec.get("params") or {}),
+        inputs=datasets(spec.get("inputs") or []),
+        outputs=datasets(spec.get("outputs") or []),
+    )
+
+
+def _should_stop(obj: _api.Obj) -> bool:
+    return bool(obj["spec"].get("cancelled") or obj["metadata"].get("deletionTimestamp"))
+
+
+class Agent:
+    """One node's agent. ``await agent.run()`` until cancelled."""
+
+    def __init__(
+        self,
+        client: Client,
+        runtime: _runtime.SliceRuntime,
+        config: AgentConfig,
+        resolve_secret: SecretResolver | None = None,
+    ) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.config = config
+        self.resolve_secret = resolve_secret
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # slice key -> its runner
+        self._ids: dict[str, str] = {}  # slice key -> runtime id
+        self._cancelled: dict[str, str] = {}  # slice key -> cancel reason, once asked to stop
+        self._tg: asyncio.TaskGroup | None = None
+
+    @staticmethod
+    def _key(obj: _api.Obj) -> str:
+        return str(_api.ObjectKey.of(obj))
+
+    # -- node --------------------------------------------------------------------------------
+    async def register(self) -> _api.Obj:
+        c = self.config
+        meta = {"name": c.node_name, "labels": dict(c.labels)}
+        try:
+            node = await self.client.get("Node", c.node_name)
+            node["metadata"]["labels"] = {**node["metadata"].get("labels", {}), **c.labels}
+            node["spec"] = {**node.get("spec", {}), "taints": list(c.taints)}
+            node = await self.client.update(node)
+        except errors.NotFound:
+            node = await self.client.create(
+                {
+                    "apiVersion": "runink.io/v1",
+                    "kind": "Node",
+                    "metadata": meta,
+                    "spec": {"taints": list(c.taints)},
+                }
+            )
+        cap = await asyncio.to_thread(detect_capacity)
+        status = {
+            "capacity": cap["capacity"],
+            "allocatable": cap["capacity"],
+            "gpus": cap["gpus"],
+            "heartbeatTime": _now(),
+            "leaseDurationSeconds": c.lease_duration,
+        }
+        return await self.client.update_status({**node, "status": status})
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            node = await self.client.get("Node", self.config.node_name)
+            node["status"] = {**(node.get("status") or {}), "heartbeatTime": _now()}
+            node["metadata"].pop("resourceVersion", None)
+            await self.client.update_status(node)
+
+    # -- slices ------------------------------------------------------------------------------
+    async def _set_status(self, obj: _api.Obj, **fields: Any) -> None:
+        try:
+            cur = await self.client.get(
+                "Slice", obj["metadata"]["name"], obj["metadata"].get("herd")
+            )
+        except errors.NotFound:
+            return
+        cur["status"] = {**(cur.get("status") or {}), **fields}
+        cur["metadata"].pop("resourceVersion", None)  # the agent owns this status: no CAS
+        await self.client.update_status(cur)
+
+    async def _run_slice(self, obj: _api.Obj) -> None:
+        key = self._key(obj)
+        try:
+            spec = spec_from_slice(obj, self.resolve_secret)
+        except (errors.RuninkError, KeyError, ValueError) as e:
+            await self._set_status(obj, phase="Failed", reason="InvalidSpec", message=str(e))
+            return
+        self._ids[key] = spec.id
+        await self._set_status(obj, phase="Starting", attempt=obj["spec"].get("attempt", 1))
+        try:
+            await self.runtime.start(spec)
+        except (OSError, RuntimeError, ValueError) as e:
+            await self._set_status(
+                obj, phase="Failed", reason="StartError", message=str(e), completionTime=_now()
+            )
+            return
+        await self._set_status(obj, phase="Running", startTime=_now())
+        outcome = await self.runtime.wait(spec.id)
+        await self._report(obj, outcome)
+
+    async def _report(self, obj: _api.Obj, o: _runtime.Outcome) -> None:
+        reason: str = o.reason
+        message = o.message
+        cancel = self._cancelled.get(self._key(obj))
+        if o.reason == "Stopped" and cancel is not None:
+            reason, message = "Cancelled", cancel or message
+        await self._set_status(
+            obj,
+            phase="Succeeded" if o.succeeded and o.reason == "Completed" else "Failed",
+            reason=reason,
+            message=message or None,
+            exitCode=o.exit_code,
+            signal=o.signal,
+            oomKilled=o.oom_killed,
+            startTime=o.start_time,
+            completionTime=o.finish_time,
+            results={k: str(v) for k, v in o.results.items()},
+        )
+
+    async def _stop(self, obj: _api.Obj) -> None:
+        annotations = obj["metadata"].get("annotations") or {}
+        self._cancelled[self._key(obj)] = str(annotations.get("runink.io/cancel-reason", ""))
+        sid = self._ids.get(self._key(obj))
+        if sid is not None and sid in self.runtime.running():
+            await self.runtime.stop(sid, self.config.stop_grace)
+
+    def _mine(self, obj: _api.Obj) -> bool:
+        return bool(obj.get("spec", {}).get("nodeName") == self.config.node_name)
+
+    async def _on_slice(self, obj: _api.Obj, deleted: bool) -> None:
+        assert self._tg is not None
+        if not self._mine(obj):
+            return
+        key = self._key(obj)
+        if deleted or _should_stop(obj):
+            if key in self._tasks and not self._tasks[key].done():
+                self._tg.create_task(self._stop(obj))
+            elif not deleted and (obj.get("status") or {}).get("phase") in (None, "Pending"):
+                await self._set_status(obj, phase="Failed", reason="Cancelled")
+            return
+        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        if key not in self._tasks and phase == "Pending":
+            self._tasks[key] = self._tg.create_task(self._run_slice(obj))
+
+    async def _recover(self) -> None:
+        assert self._tg is not None
+        recovered = {r.uid: r for r in await self.runtime.recover()}
+        listing = await self.client.list("Slice")
+        for obj in listing.items:
+            if not self._mine(obj):
+                continue
+            uid = str(obj["metadata"].get("uid") or obj["metadata"]["name"])
+            phase = (obj.get("status") or {}).get("phase")
+            r = recovered.get(uid)
+            key = self._key(obj)
+            if r is not None and r.running:
+                self._ids[key] = r.id
+                self._tasks[key] = self._tg.create_task(self._await_recovered(obj, r.id))
+            elif r is not None and r.outcome is not None:
+                await self._report(obj, r.outcome)
+            elif phase in ("Starting", "Running"):
+                await self._set_status(
+                    obj,
+                    phase="Failed",
+                    reason="Lost",
+                    message="the agent restarted and found no trace of this slice",
+                    completionTime=_now(),
+                )
+
+    async def _await_recovered(self, obj: _api.Obj, sid: str) -> None:
+        if _should_stop(obj):
+            await self._stop(obj)
+        await self._report(obj, await self.runtime.wait(sid))
+
+    async def _watch_slices(self) -> None:
+        while True:
+            listing = await self.client.list("Slice")
+            for obj in listing.items:
+                await self._on_slice(obj, deleted=False)
+            try:
+                async for ev in self.client.watch("Slice", since=listing.revision):
+                    if ev.type == "BOOKMARK":
+                        continue
+                    await self._on_slice(ev.object, deleted=ev.type == "DELETED")
+            except errors.Gone:
+                continue  # compacted past our revision: re-list
+
+    async def run(self) -> None:
+        """Register, recover, then heartbeat and run slices until cancelled."""
+        await self.register()
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await self._recover()
+            tg.create_task(self._heartbeat())
+            tg.create_task(self._watch_slices())
+
+
+async def run_agent(
+    client: Client,
+    config: AgentConfig,
+    state_dir: str | os.PathLike[str],
+    launcher: Any,
+    metrics_port: int | None = None,
+) -> None:
+    """Composition helper for `runink agent` / `runink up`: runtime + metrics + Agent.
+
+    *launcher* is a started `runink.agent.Launcher` (start it before heavy imports).
+    """
+    from runink.agent import _metrics
+
+    async with _runtime.SliceRuntime(state_dir, launcher) as rt:
+        server = None
+        if metrics_port is not None:
+            server = _metrics.serve(_metrics.make_registry(rt), metrics_port)
+        try:
+            await Agent(client, rt, config).run()
+        finally:
+            if server is not None:
+                with contextlib.suppress(OSError):
+                    server.shutdown()
