@@ -14,17 +14,18 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runink import api, schemas, store
+from runink import api, controllers, schemas, store
 from runink.schemas import errors
 
 if TYPE_CHECKING:
@@ -40,15 +41,53 @@ class Cluster:
     server: api.ApiServer
     pki: api.ClusterPKI
     config_path: Path
+    port: int
+    plugins: list[controllers.PluginInfo] = field(default_factory=list)
+    controller_port: int | None = None
+    manager: controllers.Manager | None = None
 
 
 Component = Callable[[Cluster], Coroutine[Any, Any, None]]
 
 
+class FileLineageSink:
+    """Appends the run controller's OpenLineage events to ``<data dir>/lineage/events.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        await asyncio.to_thread(self._append, line)
+
+    def _append(self, line: str) -> None:
+        with self.path.open("a") as f:
+            f.write(line)
+
+
+async def run_controller_manager(cluster: Cluster) -> None:
+    """The controller manager: every built-in controller and every plugin's, on the Barn."""
+    mgr = controllers.Manager(cluster.barn, http_port=cluster.controller_port)
+    cluster.manager = mgr
+    for info in cluster.plugins:
+        if info.ok:
+            mgr.add(*info.controllers, plugin=info.name)
+    mgr.add(
+        *controllers.builtin_controllers(
+            mgr, lineage=FileLineageSink(cluster.data_dir / "lineage" / "events.jsonl")
+        )
+    )
+    try:
+        await mgr.run()
+    finally:
+        cluster.manager = None
+
+
 def components() -> list[tuple[str, Component]]:
     """Everything ``runink up`` runs beside the API server. Add one line per component."""
     return [
-        # ("controllers", run_controller_manager),  # runink.controllers: the controller manager
+        ("controllers", run_controller_manager),
         # ("agent", run_local_agent),               # runink.agent: the node agent for this host
     ]
 
@@ -112,51 +151,89 @@ def write_client_config(
     return config.with_context(ctx).save(path)
 
 
-class _Stop(Exception):
-    """Raised inside the TaskGroup to stop every component (signal received)."""
-
-
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
 
 
-async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
-    data_dir = _data_dir(args)
+@contextlib.asynccontextmanager
+async def serve(
+    data_dir: Path,
+    *,
+    port: int,
+    config: Path | None,
+    say: Callable[[str], None],
+    controller_port: int | None = None,
+    with_components: Sequence[tuple[str, Component]] | None = None,
+) -> AsyncIterator[Cluster]:
+    """Bring the whole single-node cluster up, yield it, and take it down again (also on error)."""
     with data_dir_lock(data_dir):
         pki = api.ensure_cluster_pki(data_dir / "pki")
         barn = store.open_local(data_dir / "barn")
-        server = api.ApiServer(barn, ca_pem=pki.ca.cert_pem, server_pair=pki.server, port=args.port)
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        # Plugins register their kinds on import, so load them before the API serves anything.
+        plugins = controllers.load_plugins(barn)
+        for info in plugins:
+            if not info.ok:
+                say(f"warning: plugin {info.name} failed to load: {info.error}")
+        server = api.ApiServer(barn, ca_pem=pki.ca.cert_pem, server_pair=pki.server, port=port)
         try:
             await _ensure_default_herd(barn)
-            port = await server.start()
-            config_path = write_client_config(Path(args.config) if args.config else None, pki, port)
-            cluster = Cluster(data_dir, barn, server, pki, config_path)
-            say(f"runink is up: API on 127.0.0.1:{port}, data in {data_dir}")
-            say(f"admin credentials written to {config_path} (context 'local')")
-            if args.ready_file:
-                # Written last: its appearance means "the API answers" to `up --detach`.
-                await asyncio.to_thread(Path(args.ready_file).write_text, f"{port}\n")
-
-            async def stopper() -> None:
-                await stop.wait()
-                raise _Stop
-
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(stopper())
-                    for name, component in components():
-                        tg.create_task(component(cluster), name=name)
-            except* _Stop:
-                say("shutting down")
+            bound = await server.start()
+            config_path = write_client_config(config, pki, bound)
+            cluster = Cluster(
+                data_dir,
+                barn,
+                server,
+                pki,
+                config_path,
+                bound,
+                plugins,
+                controller_port if controller_port is not None else (bound + 1 if port else 0),
+            )
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(component(cluster), name=name)
+                    for name, component in (
+                        components() if with_components is None else with_components
+                    )
+                ]
+                try:
+                    yield cluster
+                finally:
+                    for t in tasks:
+                        t.cancel()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
             await server.stop(1.0)
             await barn.close()
+
+
+async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    data_dir = _data_dir(args)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serve(
+            data_dir,
+            port=args.port,
+            config=Path(args.config) if args.config else None,
+            say=say,
+            controller_port=args.controller_port,
+        ) as cluster:
+            say(f"runink is up: API on 127.0.0.1:{cluster.port}, data in {data_dir}")
+            say(f"admin credentials written to {cluster.config_path} (context 'local')")
+            if cluster.controller_port:
+                say(
+                    f"controllers: metrics and health on http://127.0.0.1:{cluster.controller_port}"
+                )
+            if args.ready_file:
+                # Written last: its appearance means "the API answers" to `up --detach`.
+                await asyncio.to_thread(Path(args.ready_file).write_text, f"{cluster.port}\n")
+            await stop.wait()
+            say("shutting down")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     return 0
 
 
@@ -216,6 +293,12 @@ def add_parser(sub: Any) -> None:
     up.add_argument(
         "--detach", action="store_true", help="run in the background; return when ready"
     )
+    up.add_argument(
+        "--controller-port",
+        type=int,
+        default=None,
+        help="port for the controllers' /metrics, /healthz and /controllers (default: API port + 1)",
+    )
     up.add_argument("--ready-file", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
@@ -223,9 +306,11 @@ def add_parser(sub: Any) -> None:
 __all__ = [
     "Cluster",
     "Component",
+    "FileLineageSink",
     "add_parser",
     "components",
     "data_dir_lock",
     "run",
+    "serve",
     "write_client_config",
 ]

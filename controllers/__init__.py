@@ -8,6 +8,7 @@ The :class:`Manager` runs them all in one TaskGroup, gates leader-only controlle
 The scheduler's pure core lives in ``runink.controllers.scheduling``.
 """
 
+from runink.controllers._builtin import builtin_controllers
 from runink.controllers._client import Client
 from runink.controllers._clock import Clock, SystemClock, Timer
 from runink.controllers._controller import (
@@ -42,7 +43,9 @@ from runink.controllers._manager import (
     list_controllers,
 )
 from runink.controllers._metrics import Metrics
+from runink.controllers._pipelines import make_run
 from runink.controllers._plugins import GROUP, PluginContext, PluginInfo, load_plugins
+from runink.controllers._runs import LineageSink
 from runink.controllers._types import Mapper, Predicate, Reconciler, Request, Result, TerminalError
 from runink.controllers._workqueue import QueueShutDown, RateLimiter, WorkQueue
 
@@ -61,6 +64,7 @@ __all__ = [
     "Informer",
     "InformerSet",
     "LeaderElection",
+    "LineageSink",
     "Manager",
     "Mapper",
     "Metrics",
@@ -80,6 +84,7 @@ __all__ = [
     "add_finalizer",
     "all_of",
     "any_of",
+    "builtin_controllers",
     "garbage_collector",
     "generation_changed",
     "get_condition",
@@ -88,6 +93,7 @@ __all__ = [
     "labels_match",
     "list_controllers",
     "load_plugins",
+    "make_run",
     "owner_reference",
     "owner_requests",
     "remove_finalizer",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -282,7 +283,7 @@ class Manager:
     async def _report(self, request: _types.Request, reason: str, message: str) -> None:
         await self.recorder.record_for(request, "Warning", reason, message)
 
-    # -- HTTP: /metrics, /healthz, /readyz -------------------------------------------------------
+    # -- HTTP: /metrics, /healthz, /readyz, /controllers -------------------------------------------------------
 
     async def _serve_http(self, ready: asyncio.Event) -> None:
         server = await asyncio.start_server(self._handle_http, self._http_host, self._http_port)
@@ -318,6 +319,9 @@ class Manager:
     def _http_response(self, path: str) -> tuple[str, str, bytes]:
         if path == "/metrics":
             return "200 OK", "text/plain; version=0.0.4; charset=utf-8", self.metrics.exposition()
+        if path == "/controllers":
+            body = json.dumps(list_controllers(self), indent=2).encode() + b"\n"
+            return "200 OK", "application/json", body
         if path in ("/healthz", "/livez"):
             ok = self.healthy()
         elif path == "/readyz":
