@@ -553,13 +553,6 @@ async def cmd_whoami(ctx: Ctx) -> int:
     return 0
 
 
-async def cmd_logs(ctx: Ctx) -> int:
-    a = ctx.args
-    async for chunk in ctx.client().logs(ctx.herd, a.slice, follow=a.follow, tail=a.tail):
-        ctx.streams.write(chunk.decode(errors="replace"))
-    return 0
-
-
 async def cmd_config(ctx: Ctx) -> int:
     a = ctx.args
     config = ctx.config()
@@ -725,12 +718,6 @@ def build_parser() -> argparse.ArgumentParser:
     vp.set_defaults(func=cmd_version)
     sub.add_parser("whoami", help="who the server thinks you are").set_defaults(func=cmd_whoami)
 
-    lp = sub.add_parser("logs", help="print a slice's logs")
-    lp.add_argument("slice")
-    lp.add_argument("-f", "--follow", action="store_true")
-    lp.add_argument("--tail", type=int, default=None)
-    lp.set_defaults(func=cmd_logs)
-
     cp = sub.add_parser("config", help="view or change the client config")
     csub = cp.add_subparsers(dest="config_cmd", required=True)
     cv = csub.add_parser("view")
@@ -746,8 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("shell", choices=["bash", "zsh"])
     op.set_defaults(func=cmd_completion)
 
-    from runink.cli import _up  # the composition root adds its own flags
+    from runink.cli import _runs, _up  # the composition root adds its own flags
 
+    _runs.add_parsers(sub)
     _up.add_parser(sub)
     return p
 
@@ -769,7 +757,15 @@ def _report(streams: _output.Streams, err: errors.RuninkError) -> None:
 async def amain(argv: list[str], streams: _output.Streams | None = None) -> int:
     """Run one command; returns its exit code (usage errors raise SystemExit(2) from argparse)."""
     streams = streams or _output.Streams.default()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # kubectl takes flags anywhere: `describe slice -n demo NAME`. argparse stops filling a
+    # positional list at the first flag, so names that follow flags are collected here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [e for e in extra if e.startswith("-")]
+        if stray or not isinstance(getattr(args, "names", None), list):
+            parser.parse_args(argv)  # reports the unknown arguments the usual way (exit 2)
+        args.names.extend(extra)
     ctx = Ctx(args, streams)
     func: Callable[[Ctx], Awaitable[int]] = args.func
     try:
