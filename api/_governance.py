@@ -1,0 +1,152 @@
+"""The governance service: lineage ingest and queries, annotation writes, queries and reviews.
+
+A plain class over the lineage store and an `AnnotationStore` (runink.store), with no transport in
+it: the API server mounts its methods as gRPC methods, `runink.api._lineage_http` serves the
+OpenLineage HTTP endpoint (``POST /api/v1/lineage``) with it. Every method takes and returns
+plain JSON values and raises runink.schemas.errors (Invalid, NotFound, Forbidden), which the
+transports map to status codes. The caller's identity is passed in, already authenticated.
+
+The stores are synchronous (LMDB); an asyncio server calls these methods through
+``asyncio.to_thread``: each is a short transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from runink.schemas import _openlineage, errors
+from runink.store import _annotations, _lineage
+
+Json = dict[str, Any]
+
+
+class GovernanceService:
+    def __init__(
+        self, lineage: _lineage.LineageStore, annotations: _annotations.AnnotationStore
+    ) -> None:
+        self.lineage_store = lineage
+        self.annotation_store = annotations
+
+    # -- lineage --------------------------------------------------------------------------------
+
+    def ingest(self, event_json: Mapping[str, Any] | str | bytes) -> Json:
+        """Validate an OpenLineage RunEvent (as producers send it), store it, return the run state.
+
+        Raises errors.Invalid with the path of every bad field.
+        """
+        if isinstance(event_json, Mapping):
+            raw: Json = dict(event_json)
+            event = _openlineage.parse_run_event(raw)
+        else:
+            event = _openlineage.parse_run_event(event_json)
+            raw = event.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return self.lineage_store.ingest(event, raw)
+
+    def lineage(self, node_id: str, direction: str = "both", depth: int = 20) -> Json:
+        """The graph around ``node_id`` (``dataset:NS:NAME``, ``job:NS:NAME``,
+        ``datasetField:NS:NAME:FIELD`` or the CLI's ``dataset:NS/NAME``), Marquez-shaped."""
+        if direction not in ("upstream", "downstream", "both"):
+            raise errors.Invalid(f"direction {direction!r} is not upstream, downstream or both")
+        if not 0 <= depth <= 100:
+            raise errors.Invalid("depth must be between 0 and 100")
+        return self.lineage_store.lineage(
+            node_id, direction=cast(_lineage.Direction, direction), depth=depth
+        )
+
+    def run_graph(self, run_id: str) -> Json:
+        return self.lineage_store.run_graph(run_id)
+
+    def run(self, run_id: str) -> Json:
+        return self.lineage_store.run(run_id)
+
+    def dataset_versions(self, namespace: str, name: str, limit: int = 100) -> list[Json]:
+        return self.lineage_store.dataset_versions(namespace, name, limit=limit)
+
+    # -- annotations ----------------------------------------------------------------------------
+
+    def put_annotations(self, items: Iterable[Mapping[str, Any]], *, caller: str) -> Json:
+        """Store annotations written by ``caller``, who is recorded as their producer.
+
+        Creating an annotation already ``confirmed`` counts as confirming it, which a producer may
+        not do for its own work (errors.Forbidden).
+        """
+        prepared: list[Json] = []
+        for i, item in enumerate(items):
+            obj = dict(item)
+            spec = dict(obj.get("spec") or {})
+            prov = dict(spec.get("provenance") or {})
+            if prov.get("reviewState") == "confirmed":
+                raise errors.Forbidden(
+                    f"annotation [{i}]: {caller} may not create an annotation already confirmed; "
+                    "create it as suggested and have another reviewer confirm it"
+                )
+            prov["producer"] = caller
+            spec["provenance"] = prov
+            obj["spec"] = spec
+            prepared.append(obj)
+        result = self.annotation_store.put_many(prepared)
+        return {"written": result.written, "skipped": result.skipped}
+
+    def get_annotation(self, annotation_id: str) -> Json:
+        return self.annotation_store.get(annotation_id)
+
+    def query_annotations(
+        self,
+        *,
+        annotation_type: str | None = None,
+        source_model: str | None = None,
+        data_ref: Mapping[str, str] | None = None,
+        min_confidence: float | None = None,
+        max_confidence: float | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        review_state: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        count: bool = False,
+    ) -> Json:
+        """A page of annotations: ``{"items", "nextCursor", "count"}`` (times as RFC 3339)."""
+        if review_state not in (None, "suggested", "confirmed", "rejected"):
+            raise errors.Invalid(
+                f"review state {review_state!r} is not suggested/confirmed/rejected"
+            )
+        if not 1 <= limit <= 1000:
+            raise errors.Invalid("limit must be between 1 and 1000")
+        page = self.annotation_store.query(
+            annotation_type=annotation_type,
+            source_model=source_model,
+            data_ref=data_ref,
+            min_confidence=min_confidence,
+            max_confidence=max_confidence,
+            since=_time(since, "since"),
+            until=_time(until, "until"),
+            review_state=cast(_annotations.ReviewState | None, review_state),
+            limit=limit,
+            cursor=cursor,
+            count=count,
+        )
+        return {"items": page.items, "nextCursor": page.next_cursor, "count": page.count}
+
+    def review_annotation(
+        self, annotation_id: str, state: str, *, reviewer: str, now: dt.datetime | None = None
+    ) -> Json:
+        if state not in ("suggested", "confirmed", "rejected"):
+            raise errors.Invalid(f"review state {state!r} is not suggested/confirmed/rejected")
+        return self.annotation_store.set_review(
+            annotation_id, cast(_annotations.ReviewState, state), reviewer=reviewer, now=now
+        )
+
+
+def _time(v: str | None, name: str) -> dt.datetime | None:
+    if v is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(v)
+    except ValueError as e:
+        raise errors.Invalid(f"{name}: {v!r} is not an RFC 3339 time") from e
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+__all__ = ["GovernanceService"]
