@@ -43,15 +43,17 @@ def lineage_args(
 def _label(node: Json) -> str:
     data = node.get("data") or {}
     kind = node.get("type", "")
+    where = escape(f"{data.get('namespace', '')}/{data.get('name', '')}")
     if kind == "JOB":
         run = data.get("latestRun") or {}
-        state = f" [{run['state']}]" if run.get("state") else ""
-        return f"[bold]job[/bold] {escape(f'{data.get("namespace", "")}/{data.get("name", "")}')}{escape(state)}"
+        state = escape(f" [{run['state']}]") if run.get("state") else ""
+        return f"[bold]job[/bold] {where}{state}"
     if kind == "DATASET_FIELD":
-        return f"[bold]field[/bold] {escape(f'{data.get("dataset", "")}.{data.get("field", "")}')}"
+        col = escape(f"{data.get('dataset', '')}.{data.get('field', '')}")
+        return f"[bold]field[/bold] {col}"
     fields = data.get("fields") or []
     cols = f" ({len(fields)} fields)" if fields else ""
-    return f"[bold]dataset[/bold] {escape(f'{data.get("namespace", "")}/{data.get("name", "")}')}{cols}"
+    return f"[bold]dataset[/bold] {where}{cols}"
 
 
 def _root(graph: Json, ref: str) -> str:
@@ -63,7 +65,7 @@ def _root(graph: Json, ref: str) -> str:
         data = n.get("data") or {}
         if f"{n['type'].lower()}:{data.get('namespace')}/{data.get('name')}" == ref:
             return str(n["id"])
-    return ids[0]
+    return str(ids[0])
 
 
 def lineage_tree(graph: Json, ref: str, direction: str) -> Tree:
