@@ -55,11 +55,15 @@ class LmdbBackend:
     #: Commits fsync, so the Barn runs them on a writer thread with group commit.
     threaded = True
 
-    def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True
+    ) -> None:
+        # sync=False (Raft replicas only): commits skip fsync because the fsynced Raft journal
+        # already holds every applied entry; the replica replays it after a crash.
         os.makedirs(path, exist_ok=True)
         try:
             self._env = lmdb.open(
-                os.fspath(path), map_size=map_size, max_dbs=4, sync=True, metasync=True
+                os.fspath(path), map_size=map_size, max_dbs=4, sync=sync, metasync=sync
             )
         except lmdb.Error as e:
             raise errors.Unavailable(f"cannot open the Barn at {os.fspath(path)!r}: {e}") from e
@@ -87,6 +91,14 @@ class LmdbBackend:
         opened it, before anyone waits on the results.
         """
         return LmdbWriteTxn(self._env.begin(write=True), self._dbs)
+
+    def copy_to(self, fd: int) -> None:
+        """Write a compacted image of the committed state (a ``data.mdb``) to the file ``fd``."""
+        self._env.copyfd(fd, compact=True)
+
+    def flush(self) -> None:
+        """Force committed data to disk (for ``sync=False`` environments)."""
+        self._env.sync(True)
 
     def close(self) -> None:
         self._env.close()

@@ -183,6 +183,14 @@ class LocalBarn:
     ) -> AsyncIterator[_api.WatchEvent]:
         return self._hub.watch(self._backend.read, kind, herd, since, selector, bookmark_interval)
 
+    def resync(self) -> None:
+        """Re-read the backend after its content was replaced (a Raft snapshot installed): watchers
+        end with ``Gone`` and re-list. Call on the event loop."""
+        with self._backend.read() as txn:
+            meta = _fsm.read_meta(txn)
+        self._hub.reset(meta.revision)
+        self._compact_target = max(self._compact_target, meta.compacted)
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -1,15 +1,18 @@
-"""The Barn replicated on Raft: ``ReplicatedBarn`` runs pysyncobj under the Barn protocol.
+"""The Barn replicated on Raft: ``ReplicatedBarn`` = ``LocalBarn`` over a Raft committer.
 
     asyncio (API server)          tick thread (owns pysyncobj, the LMDB write txns)
-    write -> json command  --apply(bytes)-->  Raft log (store._journal, fsync) -> commit
-          <-- future <-- call_soon_threadsafe  <-- end of tick: fsync state, release replies
-    read  -> [barrier no-op round] -> LMDB read txn (store._raft_sm)
-    watch -> revision log in LMDB, woken after each committed tick
+    LocalBarn (store._local) --submit(bytes)--> Raft log (store._journal, fsync) -> commit
+      <- on_committed + futures <- call_soon_threadsafe <- end of tick: _fsm.apply results,
+                                                             one LMDB commit (no fsync)
+    read  -> [barrier no-op round] -> LocalBarn read (LMDB read txn)
+    watch -> LocalBarn's watch hub, fed after each tick's commit, on every replica
 
 Writes sent to a follower are forwarded to the leader by pysyncobj; the result comes from the
 follower's own apply, so it reads its own write. A write not confirmed in time, or whose leader
 changed, raises ``OutcomeUnknown`` (it may still commit); one that surely did not commit raises
 ``Unavailable``. Peer traffic is encrypted and authenticated with a random cluster secret.
+The state (``_fsm`` on ``_lmdb``) commits without fsync: the fsynced journal holds every entry
+since the last snapshot, and a replica whose machine crashed while it ran rebuilds from them.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
-import datetime
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import secrets
+import shutil
 import struct
 import threading
-import uuid
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +39,14 @@ from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from runink.schemas import errors
-from runink.store import _api, _journal, _raft_sm
+from runink.store import _api, _commit, _fsm, _journal, _lmdb, _local
 
 log = logging.getLogger(__name__)
 
 SECRET_FILE = "cluster.secret"
-_SNAP_MAGIC = b"RUNINK-SNAP-1\n"
+_SNAP_MAGIC = b"RUNINK-SNAP-2\n"
+_BARRIER = b'{"op":"barrier"}'
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
 # Failures after which the command may still commit somewhere: the caller must re-read.
 _MAYBE = {FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME}
@@ -83,6 +90,7 @@ class RaftConfig:
     snapshot_entries: int = 20000
     idle_tick: float = 0.05
     fault_injection: bool = False
+    retention: int = _local.DEFAULT_RETENTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,21 +172,131 @@ class _Transport(TCPTransport):  # type: ignore[misc]
         super()._onMessageReceived(node, message)
 
 
+def _boot_id() -> str:
+    try:
+        with open(_BOOT_ID) as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+class _StateBackend:
+    """The replica's LMDB state (``_lmdb.LmdbBackend``, commits without fsync) behind a lock, so
+    installing a snapshot can swap the environment under the event loop's readers.
+
+    ``<data-dir>/state.boot`` holds the boot id while the replica runs. Found at start with another
+    boot id, the machine crashed under us: unsynced commits may be torn, so the state is dropped
+    and rebuilt from the last snapshot and the journal (both fsynced).
+    """
+
+    threaded = True
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._marker = path + ".boot"
+        self._lock = threading.Lock()
+        boot = _boot_id()
+        if os.path.exists(self._marker):
+            with open(self._marker) as f:
+                if f.read().strip() != boot:
+                    log.warning("machine restarted since %s was last synced: rebuilding it", path)
+                    shutil.rmtree(path, ignore_errors=True)
+        _write_durably(self._marker, boot.encode())
+        self._b = _lmdb.LmdbBackend(path, sync=False)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[_fsm.ReadTxn]:
+        with self._lock, self._b.read() as txn:
+            yield txn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[_fsm.WriteTxn]:
+        with self._lock, self._b.write() as txn:
+            yield txn
+
+    def begin_write(self) -> _lmdb.LmdbWriteTxn:
+        return self._b.begin_write()
+
+    def copy_to(self, fd: int) -> None:
+        self._b.copy_to(fd)
+
+    def replace_with(self, image_path: str) -> None:
+        """Swap in the LMDB image at ``image_path``: staged beside ours, fsynced, renamed."""
+        staging = self.path + ".new"
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        os.rename(image_path, os.path.join(staging, "data.mdb"))
+        _fsync_path(os.path.join(staging, "data.mdb"))
+        with self._lock:
+            self._b.close()
+            old = self.path + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(self.path, old)
+            os.rename(staging, self.path)
+            _fsync_path(os.path.dirname(self.path) or ".")
+            shutil.rmtree(old, ignore_errors=True)
+            self._b = _lmdb.LmdbBackend(self.path, sync=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._b.flush()
+            self._b.close()
+        os.unlink(self._marker)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    _fsync_path(os.path.dirname(path) or ".")
+
+
+class _RaftCommitter:
+    """``_commit.Committer`` for ``LocalBarn``: commands go through the Raft log; ``on_committed``
+    sees every entry applied on this replica, whoever proposed it."""
+
+    def __init__(self, barn: ReplicatedBarn) -> None:
+        self._barn = barn
+        self.on_committed: _commit.OnCommitted = lambda results: None
+
+    def start(self, on_committed: _commit.OnCommitted) -> None:
+        self.on_committed = on_committed
+
+    async def submit(self, command: bytes) -> _fsm.ApplyResult:
+        return await self._barn._propose(command)
+
+    def submit_nowait(self, command: bytes) -> None:
+        # Automatic compaction: every replica's LocalBarn decides it, only the leader proposes.
+        if self._barn.is_leader:
+            fut = self._barn._submit(command)
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def close(self) -> None:
+        pass  # the ReplicatedBarn stops the tick thread before closing its LocalBarn
+
+
 class _Node(SyncObj):  # type: ignore[misc]
     """The pysyncobj object: one replicated method carrying our JSON command bytes."""
 
-    def __init__(self, sm: _raft_sm.StateMachine, *args: Any, **kwargs: Any) -> None:
-        self._sm = sm
+    def __init__(self, apply: Callable[[bytes, int], Any], *args: Any, **kwargs: Any) -> None:
+        self._apply_fn = apply
         super().__init__(*args, **kwargs)
 
     @replicated  # type: ignore[untyped-decorator]
-    def apply(self, command: bytes) -> dict[str, Any]:
+    def apply(self, command: bytes) -> Any:
         # pysyncobj bumps raftLastApplied after this returns: +1 is this entry's log index.
-        return self._sm.apply(command, self.raftLastApplied + 1)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return self._apply_fn(command, self.raftLastApplied + 1)
 
 
 class ReplicatedBarn:
@@ -188,15 +306,21 @@ class ReplicatedBarn:
         self._cfg = config
         self._loop = loop
         os.makedirs(config.data_dir, exist_ok=True)
-        self._sm = _raft_sm.StateMachine(os.path.join(config.data_dir, "state"))
+        self._backend = _StateBackend(os.path.join(config.data_dir, "state"))
+        self._committer = _RaftCommitter(self)
+        self._local = _local.LocalBarn(
+            self._backend, committer=self._committer, retention=config.retention
+        )
         self._journal = _journal.LmdbJournal(os.path.join(config.data_dir, "raftlog"))
+        self._txn: _lmdb.LmdbWriteTxn | None = None  # the tick's open state transaction
+        self._applied: list[_fsm.ApplyResult] = []  # applied this tick, not yet delivered
+        self._applied_index = 0
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._ready_replies: list[tuple[asyncio.Future[Any], Any]] = []
         self._on_tick_calls: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = (
             collections.deque()
         )
-        self._change = asyncio.Event()
         self._barrier_inflight: asyncio.Future[None] | None = None
         self._barrier_next: asyncio.Future[None] | None = None
         self._leader_subs: list[asyncio.Queue[bool]] = []
@@ -226,7 +350,7 @@ class ReplicatedBarn:
         _journal.stage(self._journal)
         transport_cls = type("_Tr", (_Transport,), {"journal": self._journal})
         self._node = _Node(
-            self._sm, config.self_addr, list(config.peers), conf, transportClass=transport_cls
+            self._apply, config.self_addr, list(config.peers), conf, transportClass=transport_cls
         )
         self._transport: _Transport = self._node._SyncObj__transport
         self._node.addOnTickCallback(self._end_of_tick)
@@ -255,45 +379,70 @@ class ReplicatedBarn:
                 self._node.doTick(0.0002 if alone and self._inflight else self._cfg.idle_tick)
         finally:
             self._journal.flush()
-            self._sm.commit()
+            self._commit_state()
             self._node._doDestroy()
+
+    def _apply(self, command: bytes, index: int) -> _fsm.ApplyResult | None:
+        """The replicated method's body (tick thread): apply one committed entry."""
+        command = bytes(command)
+        if command == _BARRIER:
+            return None  # a read barrier changes nothing (and needs no applied_index)
+        if self._txn is None:
+            self._txn = self._backend.begin_write()
+        result = _fsm.apply(command, self._txn, index)
+        self._applied.append(result)
+        return result
+
+    def _commit_state(self) -> None:
+        """Commit this tick's state transaction and hand its results to the event loop: the
+        watch hub first, then the proposers (so a writer's own watch already has its event)."""
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.commit()
+        applied, self._applied = self._applied, []
+        replies, self._ready_replies = self._ready_replies, []
+        if applied or replies:
+            self._loop.call_soon_threadsafe(self._deliver, applied, replies)
 
     def _end_of_tick(self) -> None:
         self._journal.flush()
         self._transport.release()
-        committed = self._sm.commit()
-        replies, self._ready_replies = self._ready_replies, []
-        for fut, value in replies:
-            self._loop.call_soon_threadsafe(_settle, fut, value, None)
+        self._commit_state()
         while self._on_tick_calls:
             fn, fut = self._on_tick_calls.popleft()
             try:
                 self._loop.call_soon_threadsafe(_settle, fut, fn(), None)
             except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
                 self._loop.call_soon_threadsafe(_settle, fut, None, exc)
-        if committed:
-            self._loop.call_soon_threadsafe(self._notify)
 
     def _on_state_changed(self, old: int, new: int) -> None:
         if (old == _LEADER) != (new == _LEADER):
             self._loop.call_soon_threadsafe(self._publish_leader, new == _LEADER)
 
     def _serialize(self, tmp_file: str, raft_data: Any) -> None:
+        """Snapshot: commit, then copy the LMDB environment; a CRC32 of the image guards it."""
         last, prev, cluster = raft_data
         self._journal.flush()
-        self._sm.commit()
+        self._commit_state()
+        image = tmp_file + ".image"
+        with open(image, "wb") as f:
+            self._backend.copy_to(f.fileno())
+        crc, size = _crc_file(image)
         header = json.dumps(
             {
                 "last": [bytes(last[0]).hex(), last[1], last[2]],
                 "prev": [bytes(prev[0]).hex(), prev[1], prev[2]],
                 "cluster": sorted(n.id for n in cluster),
+                "crc32": crc,
+                "size": size,
             }
         ).encode()
-        with open(tmp_file, "wb") as f:
-            f.write(_SNAP_MAGIC + struct.pack(">I", len(header)) + header)
-            f.flush()
-            self._sm.copy_to(f.fileno())
-            os.fsync(f.fileno())
+        with open(tmp_file, "wb") as out, open(image, "rb") as src:
+            out.write(_SNAP_MAGIC + struct.pack(">I", len(header)) + header)
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.unlink(image)
 
     def _deserialize(self, file_name: str) -> tuple[Any, Any, Any]:
         try:
@@ -304,16 +453,20 @@ class ReplicatedBarn:
                 header = json.loads(f.read(n))
                 last = (bytes.fromhex(header["last"][0]), header["last"][1], header["last"][2])
                 prev = (bytes.fromhex(header["prev"][0]), header["prev"][1], header["prev"][2])
-                if last[1] > self._sm.applied_index:
-                    # A lagging replica installs the leader's state (staged, then swapped in).
+                self._journal.flush()
+                self._commit_state()
+                with self._backend.read() as txn:
+                    applied = _fsm.read_meta(txn).applied_index
+                if last[1] > applied:
+                    # A lagging (or rebuilt) replica installs the leader's state.
                     image = file_name + ".image"
                     with open(image, "wb") as out:
-                        while chunk := f.read(1 << 20):
-                            out.write(chunk)
-                    self._sm.replace_with(image)
-                    os.unlink(image)
+                        shutil.copyfileobj(f, out, 1 << 20)
+                    if _crc_file(image) != (header["crc32"], header["size"]):
+                        raise ValueError("snapshot image checksum mismatch")
+                    self._backend.replace_with(image)
                     self.snapshots_installed += 1
-                    self._loop.call_soon_threadsafe(self._notify)
+                    self._loop.call_soon_threadsafe(self._local.resync)
             cluster = {TCPNode(a) for a in header["cluster"]}
             return last, prev, cluster
         except Exception:
@@ -323,9 +476,15 @@ class ReplicatedBarn:
 
     # -- asyncio side ----------------------------------------------------------------------------
 
-    def _notify(self) -> None:
-        ev, self._change = self._change, asyncio.Event()
-        ev.set()
+    def _deliver(
+        self,
+        applied: Sequence[_fsm.ApplyResult],
+        replies: Sequence[tuple[asyncio.Future[Any], Any]],
+    ) -> None:
+        if applied:
+            self._committer.on_committed(applied)
+        for fut, value in replies:
+            _settle(fut, value, None)
 
     def _publish_leader(self, is_leader: bool) -> None:
         self._is_leader = is_leader
@@ -339,7 +498,7 @@ class ReplicatedBarn:
             with self._inflight_lock:
                 self._inflight -= 1
             if err == FAIL_REASON.SUCCESS:
-                self._ready_replies.append((fut, result))  # released after the state fsync
+                self._ready_replies.append((fut, result))  # released after the state commit
             else:
                 self._loop.call_soon_threadsafe(_settle, fut, None, _fail(err))
 
@@ -348,13 +507,13 @@ class ReplicatedBarn:
         self._node.apply(command, callback=callback)
         return fut
 
-    async def _propose(self, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def _propose(self, command: bytes) -> _fsm.ApplyResult:
         if self._stopping.is_set():
             raise errors.Unavailable("this replica is shutting down")
-        fut = self._submit(json.dumps(cmd).encode())
+        fut = self._submit(command)
         try:
             async with asyncio.timeout(self._cfg.write_timeout):
-                result: dict[str, Any] = await fut
+                result: _fsm.ApplyResult = await fut
         except TimeoutError:
             raise errors.OutcomeUnknown(
                 f"write not confirmed within {self._cfg.write_timeout}s; it may still commit: "
@@ -384,7 +543,7 @@ class ReplicatedBarn:
     def _start_barrier(self, target: asyncio.Future[None] | None) -> asyncio.Future[None]:
         done: asyncio.Future[None] = target or self._loop.create_future()
         self._barrier_inflight = done
-        raw = self._submit(b'{"op":"barrier"}')
+        raw = self._submit(_BARRIER)
 
         def finished(f: asyncio.Future[Any]) -> None:
             self._barrier_inflight = None
@@ -415,44 +574,32 @@ class ReplicatedBarn:
         async with asyncio.timeout(5):
             return await fut
 
-    # -- Barn protocol ---------------------------------------------------------------------------
+    # -- Barn protocol (LocalBarn does the work; linearizable reads wait for a barrier) ----------
 
     @property
     def revision(self) -> _api.Revision:
-        return _api.Revision(self._sm.committed_revision())
+        return self._local.revision
 
     async def create(self, obj: _api.Obj) -> _api.Obj:
-        cmd = {"op": "create", "obj": obj, "uid": str(uuid.uuid4()), "ts": _now()}
-        return _raft_sm.raise_for(await self._propose(cmd))
+        return await self._local.create(obj)
 
     async def update(self, obj: _api.Obj) -> _api.Obj:
-        return _raft_sm.raise_for(await self._propose({"op": "update", "obj": obj}))
+        return await self._local.update(obj)
 
     async def update_status(self, obj: _api.Obj) -> _api.Obj:
-        return _raft_sm.raise_for(await self._propose({"op": "update_status", "obj": obj}))
+        return await self._local.update_status(obj)
 
     async def delete(
         self, kind: str, name: str, herd: str | None = None, *, resource_version: str | None = None
     ) -> _api.Obj:
-        cmd = {
-            "op": "delete",
-            "kind": kind,
-            "name": name,
-            "herd": herd,
-            "resourceVersion": resource_version,
-            "ts": _now(),
-        }
-        return _raft_sm.raise_for(await self._propose(cmd))
+        return await self._local.delete(kind, name, herd, resource_version=resource_version)
 
     async def get(
         self, kind: str, name: str, herd: str | None = None, *, linearizable: bool = False
     ) -> _api.Obj:
         if linearizable:
             await self.barrier()
-        obj = self._sm.get(kind, name, herd)
-        if obj is None:
-            raise errors.NotFound(f"{kind} {name!r} not found")
-        return obj
+        return await self._local.get(kind, name, herd)
 
     async def list(
         self,
@@ -466,11 +613,11 @@ class ReplicatedBarn:
     ) -> _api.ListResult:
         if linearizable:
             await self.barrier()
-        start = bytes.fromhex(continue_token) if continue_token else b""
-        items, rev, nxt = self._sm.list(kind, herd, selector, start, limit)
-        return _api.ListResult(items, _api.Revision(rev), nxt.hex() if nxt else None)
+        return await self._local.list(
+            kind, herd, selector=selector, limit=limit, continue_token=continue_token
+        )
 
-    async def watch(
+    def watch(
         self,
         kind: str | None = None,
         herd: str | None = None,
@@ -479,42 +626,20 @@ class ReplicatedBarn:
         selector: str | None = None,
         bookmark_interval: float | None = None,
     ) -> AsyncIterator[_api.WatchEvent]:
-        from runink.schemas import selectors
-
-        last = self._sm.committed_revision() if since is None else int(since)
-        while True:
-            woken = self._change
-            events, compacted = self._sm.events_after(last)
-            if last < compacted:
-                raise errors.Gone(f"revision {last} was compacted (oldest kept: {compacted + 1})")
-            for rev, ev in events:
-                last = rev
-                obj = ev["object"]
-                meta = obj["metadata"]
-                if kind is not None and obj["kind"] != kind:
-                    continue
-                if herd is not None and meta.get("herd") != herd:
-                    continue
-                if not selectors.matches(selector, meta.get("labels")):
-                    continue
-                yield _api.WatchEvent(ev["type"], obj, _api.Revision(rev))
-            if events:
-                continue
-            try:
-                async with asyncio.timeout(bookmark_interval):
-                    await woken.wait()
-            except TimeoutError:
-                yield _api.WatchEvent(
-                    "BOOKMARK", {"metadata": {"resourceVersion": str(last)}}, _api.Revision(last)
-                )
+        return self._local.watch(
+            kind, herd, since=since, selector=selector, bookmark_interval=bookmark_interval
+        )
 
     async def compact(self, revision: _api.Revision) -> None:
-        _raft_sm.raise_for(await self._propose({"op": "compact", "revision": int(revision)}))
+        await self._local.compact(revision)
 
     async def close(self) -> None:
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         await asyncio.to_thread(self._thread.join)
-        self._sm.close()
+        await asyncio.sleep(0)  # run the last _deliver scheduled by the tick thread
+        await self._local.close()
 
     # -- replication-specific API ------------------------------------------------------------------
 
@@ -561,7 +686,7 @@ class ReplicatedBarn:
                 st["raft_term"],
                 st["commit_idx"],
                 st["last_applied"],
-                self._sm.revision,
+                int(self._local.revision),
                 members,
             )
 
@@ -600,7 +725,14 @@ class ReplicatedBarn:
         """(revision, digest of objects and revision log) after a barrier: equal on replicas that
         applied the same history."""
         await self.barrier()
-        return self._sm.digest()
+        h = hashlib.sha256()
+        with self._backend.read() as txn:
+            rev = _fsm.read_meta(txn).revision
+            for table in ("objects", "log"):
+                for k, v in txn.scan(table, b""):
+                    h.update(k)
+                    h.update(v)
+        return int(rev), h.hexdigest()
 
     def set_partition(self, blocked: builtins.list[str]) -> None:
         """Fault injection (tests): drop all traffic with these peer addresses."""
@@ -608,6 +740,14 @@ class ReplicatedBarn:
             raise errors.Forbidden("fault injection is disabled on this replica")
         self._transport.blocked = frozenset(blocked)
 
+
+def _crc_file(path: str) -> tuple[int, int]:
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+    return crc, size
 
 def _fail(err: int) -> errors.RuninkError:
     if err in _MAYBE:

@@ -91,6 +91,17 @@ class Hub:
                     w.buffer.append(change)
                 w.wake.set()
 
+    def reset(self, head: _api.Revision) -> None:
+        """Jump to ``head`` after the state was replaced wholesale (a Raft snapshot installed):
+        the changes in between are unknown here, so every watcher ends with ``Gone``."""
+        self.head = head
+        self._ring.clear()
+        for w in self._watchers:
+            w.overflowed = True
+            w.buffer.clear()
+            w.wake.set()
+        self._watchers.clear()
+
     def close(self) -> None:
         self.closed = True
         for w in self._watchers:
