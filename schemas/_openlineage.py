@@ -2,7 +2,7 @@
 
 The run controller and external producers (Airflow, Spark, dbt...) send RunEvents; the lineage
 store (runink.store._lineage) ingests what `parse_run_event` returns. The core fields are checked
-(eventType, eventTime, producer, schemaURL, run.runId as a UUID, job/dataset namespace and name)
+(eventType, eventTime, producer, run.runId as a UUID, job/dataset namespace and name)
 and so are the standard facets we read (schema, columnLineage, dataQualityAssertions,
 errorMessage, parent); facets are open maps, so producers' custom facets pass through untouched.
 Pure: no I/O, no asyncio.
@@ -184,7 +184,8 @@ class RunEvent(_OL):
     event_type: EventType = pydantic.Field(default="OTHER", alias="eventType")
     event_time: dt.datetime = pydantic.Field(alias="eventTime")
     producer: str = pydantic.Field(min_length=1)
-    schema_url: str = pydantic.Field(alias="schemaURL", min_length=1)
+    # Required by 2-0-2, but the spec's own example events (and 1.x producers) omit it.
+    schema_url: str = pydantic.Field(default=SCHEMA_URL, alias="schemaURL", min_length=1)
     run: Run
     job: Job
     inputs: list[InputDataset] = []

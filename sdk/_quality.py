@@ -23,7 +23,7 @@ from typing import Any
 
 import pydantic
 
-from runink.schemas import _governance, errors
+from runink.schemas import _governance, _pipelines, errors
 
 PRODUCER = "https://runink.io/sdk/quality"
 ASSERTIONS_SCHEMA_URL = (
@@ -151,24 +151,35 @@ def parse_rules(value: Any, *, default_name: str = "rule") -> list[Rule]:
             default_name if len(items) == 1 else f"{default_name}-{n}"
         )
         spec = item.get("spec", item)
-        try:
-            checks = [_governance.Check.model_validate(c) for c in spec.get("checks") or []]
-        except pydantic.ValidationError as e:
-            raise errors.Invalid(
-                "invalid quality check",
-                errors=[
-                    errors.FieldError(
-                        path=f"rules[{n}].checks"
-                        + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in er["loc"]),
-                        message=er["msg"],
-                    )
-                    for er in e.errors(include_url=False)
-                ],
-            ) from None
+        checks: list[_governance.Check] = []
+        problems: list[errors.FieldError] = []
+        for j, raw in enumerate(spec.get("checks") or []):
+            try:
+                checks.append(_governance.Check.model_validate(raw))
+            except pydantic.ValidationError as e:
+                problems.extend(_field_errors(f"rules[{n}].checks[{j}]", e))
+        if problems:
+            raise errors.Invalid("invalid quality check", errors=problems)
         if not checks:
             raise errors.Invalid(f"rules[{n}] has no checks")
         rules.append(Rule(name=name, checks=tuple(checks), blocking=bool(spec.get("blocking"))))
     return rules
+
+
+def _field_errors(base: str, e: pydantic.ValidationError) -> list[errors.FieldError]:
+    out: list[errors.FieldError] = []
+    for er in e.errors(include_url=False):
+        # Model validators report several fields at once through PathErrors (schemas).
+        inner = (er.get("ctx") or {}).get("error")
+        pairs = (
+            inner.problems
+            if isinstance(inner, _pipelines.PathErrors)
+            else [(tuple(er["loc"]), er["msg"])]
+        )
+        for loc, msg in pairs:
+            path = base + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+            out.append(errors.FieldError(path=path, message=msg))
+    return out
 
 
 # -- reading ----------------------------------------------------------------------------------

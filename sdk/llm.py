@@ -34,7 +34,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ class LlmConfig:
     producer: str | None = None
     herd: str = "default"
     run: str | None = None
-    extra_params: Mapping[str, Any] = field(default_factory=dict)
+    extra_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def prompt_hash(self) -> str:
