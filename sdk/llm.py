@@ -22,6 +22,7 @@ service account from ``RUNINK_SERVICE_ACCOUNT``).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import email.utils
 import hashlib
@@ -34,7 +35,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
