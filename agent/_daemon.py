@@ -207,6 +207,26 @@ def spec_from_slice(
     )
 
 
+def _ready(node: _api.Obj) -> list[dict[str, Any]]:
+    """The Node's conditions with Ready=True (the agent is alive and renewing its lease)."""
+    conds = [
+        c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") != "Ready"
+    ]
+    old = next(
+        (c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"),
+        None,
+    )
+    since = old["lastTransitionTime"] if old and old.get("status") == "True" else _now()
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "AgentReady",
+        "message": "the agent is renewing its lease",
+        "lastTransitionTime": since,
+    }
+    return [*conds, ready]
+
+
 def _should_stop(obj: _api.Obj) -> bool:
     return bool(obj["spec"].get("cancelled") or obj["metadata"].get("deletionTimestamp"))
 
@@ -259,14 +279,20 @@ class Agent:
             "gpus": cap["gpus"],
             "heartbeatTime": _now(),
             "leaseDurationSeconds": c.lease_duration,
+            "conditions": _ready(node),
         }
+        node["metadata"].pop("resourceVersion", None)  # the agent owns its Node's status: no CAS
         return await self.client.update_status({**node, "status": status})
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
             node = await self.client.get("Node", self.config.node_name)
-            node["status"] = {**(node.get("status") or {}), "heartbeatTime": _now()}
+            node["status"] = {
+                **(node.get("status") or {}),
+                "heartbeatTime": _now(),
+                "conditions": _ready(node),
+            }
             node["metadata"].pop("resourceVersion", None)
             await self.client.update_status(node)
 
