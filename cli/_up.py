@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runink import api, controllers, schemas, store
+from runink import agent, api, controllers, schemas, store
 from runink.schemas import errors
 
 if TYPE_CHECKING:
     from runink.cli import _app
+
+log = logging.getLogger("runink.up")
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Cluster:
     plugins: list[controllers.PluginInfo] = field(default_factory=list)
     controller_port: int | None = None
     manager: controllers.Manager | None = None
+    node_name: str | None = None
 
 
 Component = Callable[[Cluster], Coroutine[Any, Any, None]]
@@ -84,12 +91,98 @@ async def run_controller_manager(cluster: Cluster) -> None:
         cluster.manager = None
 
 
-def components() -> list[tuple[str, Component]]:
+class SecretCache:
+    """Secrets for the local agent, kept current by a watch (as the kubelet's secret manager).
+
+    The agent asks synchronously while it prepares a launch; the cache answers from memory.
+    """
+
+    def __init__(self, barn: store.LocalBarn) -> None:
+        self.barn = barn
+        self._data: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.synced = asyncio.Event()
+
+    @staticmethod
+    def decode(obj: dict[str, Any]) -> dict[str, bytes]:
+        spec = obj.get("spec") or {}
+        out = {k: base64.b64decode(v) for k, v in (spec.get("data") or {}).items()}
+        out.update({k: str(v).encode() for k, v in (spec.get("stringData") or {}).items()})
+        return out
+
+    def _put(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self._data[(str(meta.get("herd")), str(meta["name"]))] = self.decode(obj)
+
+    async def run(self) -> None:
+        listed = await self.barn.list("Secret")
+        for obj in listed.items:
+            self._put(obj)
+        self.synced.set()
+        async for ev in self.barn.watch("Secret", since=listed.revision):
+            if ev.type == "DELETED":
+                meta = ev.object["metadata"]
+                self._data.pop((str(meta.get("herd")), str(meta["name"])), None)
+            elif ev.type != "BOOKMARK":
+                self._put(ev.object)
+
+    def resolve(self, herd: str, name: str) -> dict[str, bytes]:
+        try:
+            return dict(self._data[(herd, name)])
+        except KeyError:
+            raise errors.NotFound(f"secret {name!r} not found in herd {herd!r}") from None
+
+
+def node_name() -> str:
+    """This host's name as a DNS label (the local agent's Node name)."""
+    raw = socket.gethostname().split(".")[0].lower()
+    name = re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")[:63]
+    return name or "local"
+
+
+async def run_local_agent(cluster: Cluster) -> None:
+    """The node agent for this host: registers a Node and runs the Slices bound to it."""
+    launcher = await asyncio.to_thread(agent.Launcher.start)
+    try:
+        secrets = SecretCache(cluster.barn)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(secrets.run())
+            await secrets.synced.wait()
+            state_dir = cluster.data_dir / "agent"
+            async with agent.SliceRuntime(state_dir, launcher) as runtime:
+                config = agent.AgentConfig(node_name=cluster.node_name or node_name())
+                await agent.Agent(cluster.barn, runtime, config, secrets.resolve).run()
+    finally:
+        await asyncio.to_thread(launcher.close)
+
+
+async def supervise(
+    name: str, component: Component, cluster: Cluster, say: Callable[[str], None]
+) -> None:
+    """Run a component; if it fails, report why and restart it with backoff (1 s to 30 s).
+
+    One broken component (an agent that cannot register, say) must not take the API down.
+    """
+    delay = 1.0
+    while True:
+        started = time.monotonic()
+        try:
+            await component(cluster)
+            return
+        except Exception as e:  # the isolation boundary between components
+            log.exception("component %s failed", name)
+            say(f"warning: {name} failed ({type(e).__name__}: {e}); restarting in {delay:.0f}s")
+        if time.monotonic() - started > 60:
+            delay = 1.0
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+def components(*, with_agent: bool = True) -> list[tuple[str, Component]]:
     """Everything ``runink up`` runs beside the API server. Add one line per component."""
-    return [
-        ("controllers", run_controller_manager),
-        # ("agent", run_local_agent),               # runink.agent: the node agent for this host
-    ]
+    out: list[tuple[str, Component]] = [("controllers", run_controller_manager)]
+    if with_agent:
+        out.append(("agent", run_local_agent))
+    return out
 
 
 def default_data_dir() -> Path:
@@ -164,6 +257,7 @@ async def serve(
     say: Callable[[str], None],
     controller_port: int | None = None,
     with_components: Sequence[tuple[str, Component]] | None = None,
+    node_name: str | None = None,
 ) -> AsyncIterator[Cluster]:
     """Bring the whole single-node cluster up, yield it, and take it down again (also on error)."""
     with data_dir_lock(data_dir):
@@ -188,10 +282,11 @@ async def serve(
                 bound,
                 plugins,
                 controller_port if controller_port is not None else (bound + 1 if port else 0),
+                node_name=node_name,
             )
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(component(cluster), name=name)
+                    tg.create_task(supervise(name, component, cluster, say), name=name)
                     for name, component in (
                         components() if with_components is None else with_components
                     )
@@ -219,6 +314,8 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             config=Path(args.config) if args.config else None,
             say=say,
             controller_port=args.controller_port,
+            with_components=components(with_agent=not args.no_agent),
+            node_name=args.node_name,
         ) as cluster:
             say(f"runink is up: API on 127.0.0.1:{cluster.port}, data in {data_dir}")
             say(f"admin credentials written to {cluster.config_path} (context 'local')")
@@ -299,6 +396,12 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="port for the controllers' /metrics, /healthz and /controllers (default: API port + 1)",
     )
+    up.add_argument(
+        "--no-agent",
+        action="store_true",
+        help="run no local agent (nodes join with `runink agent`)",
+    )
+    up.add_argument("--node-name", help="Node name of the local agent (default: the host name)")
     up.add_argument("--ready-file", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 

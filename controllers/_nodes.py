@@ -55,6 +55,13 @@ class NodeLifecycleReconciler:
             return _types.Result()
         now = self.clock.now()
         alive, expires = node_ready(node, now)
+        if expires is None:
+            # Never heartbeated: the agent may be registering right now. Give it one lease
+            # (Kubernetes' node startup grace period) before calling the node NotReady.
+            created = _runs.parse_time(node["metadata"].get("creationTimestamp")) or now
+            lease = float((node.get("status") or {}).get("leaseDurationSeconds") or 40)
+            if now < created + lease:
+                return _types.Result(requeue_after=created + lease - now)
         if alive:
             assert expires is not None
             return _types.Result(requeue_after=max(0.05, expires - now))

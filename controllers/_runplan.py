@@ -137,6 +137,14 @@ class PlanError(ValueError):
     """The pipeline cannot be planned (a bad ``when`` expression or template): fails the run."""
 
 
+class MissingResult(PlanError):
+    """A reference to a result that a step did not produce (it failed or was skipped).
+
+    A step that needs it is skipped rather than failed: in a ``finally`` step after a failure,
+    that is the expected case (Tekton skips such finally tasks too).
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # Templates and `when` expressions
 # ---------------------------------------------------------------------------------------------
@@ -146,11 +154,16 @@ _TEMPLATE = re.compile(r"\$\(\s*([A-Za-z0-9_.\-\[\]]+)\s*\)")
 
 def _lookup(ref: str, scope: Mapping[str, Any]) -> Any:
     node: Any = scope
-    for part in ref.split("."):
+    parts = ref.split(".")
+    for i, part in enumerate(parts):
         if isinstance(node, Mapping) and part in node:
             node = node[part]
-        else:
-            raise PlanError(f"unknown reference $({ref})")
+            continue
+        steps = scope.get("steps") or {}
+        if parts[0] == "steps" and len(parts) > 1 and parts[1] in steps and i >= 2:
+            phase = steps[parts[1]].get("phase", "Pending")
+            raise MissingResult(f"$({ref}) is not available: step {parts[1]} is {phase}")
+        raise PlanError(f"unknown reference $({ref})")
     return node
 
 
@@ -391,6 +404,8 @@ def plan(
             st, new, stop, wake = _plan_step(
                 run_name, step, existing, scope, statuses, now, stopping and not step.is_finally
             )
+        except MissingResult as e:
+            st, new, stop, wake = StepStatus(phase="Skipped", message=str(e)), [], [], None
         except PlanError as e:
             st, new, stop, wake = StepStatus(phase="Failed", message=str(e)), [], [], None
             stop = [

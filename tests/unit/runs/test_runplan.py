@@ -282,3 +282,17 @@ def test_any_pipeline_terminates_respecting_order_and_retry_limits(
     expect_fail = any(p.steps[s.name].phase == "Failed" for s in steps)
     assert p.phase == ("Failed" if expect_fail else "Succeeded")
     assert all(p.steps[s.name].phase in rp.TERMINAL_STEP for s in regular)
+
+
+def test_a_finally_step_needing_a_missing_result_is_skipped_not_failed() -> None:
+    steps = [
+        rp.StepDef("extract"),
+        rp.StepDef("announce", is_finally=True, env={"ROWS": "$(steps.extract.results.rows)"}),
+    ]
+    first = rp.plan(run_name="r", steps=steps, run_params={}, slices=[], now=0).create[0]
+    failed = _finish(_sim_slice(first, 0), "Failed", 1)
+    p = rp.plan(run_name="r", steps=steps, run_params={}, slices=[failed], now=1)
+    assert p.steps["announce"].phase == "Skipped"
+    assert "extract is Failed" in (p.steps["announce"].message or "")
+    assert p.phase == "Failed"
+    assert "extract" in (p.message or "")
