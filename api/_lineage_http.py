@@ -164,7 +164,7 @@ class LineageHttpServer:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="lineage-http", daemon=True
+            target=self._httpd.serve_forever, args=(0.05,), name="lineage-http", daemon=True
         )
         self._thread.start()
 
