@@ -15,15 +15,17 @@ from runink.api._auth import (
     ClientCertificateAuthenticator,
     Identity,
 )
-from runink.api._client import Client
+from runink.api._client import Client, bootstrap_node_credentials
 from runink.api._config import (
     ClientConfig,
     Context,
     default_path as default_config_path,
     load as load_config,
 )
+from runink.api._security import SecurityConfig
 from runink.api._server import ApiServer, LogSource
 from runink.api._tls import ClusterPKI, KeyPair, ensure_cluster_pki, issue
+from runink.api._tokens import OIDCConfig
 
 __all__ = [
     "AllowAll",
@@ -40,6 +42,9 @@ __all__ = [
     "Identity",
     "KeyPair",
     "LogSource",
+    "OIDCConfig",
+    "SecurityConfig",
+    "bootstrap_node_credentials",
     "default_config_path",
     "ensure_cluster_pki",
     "issue",

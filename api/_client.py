@@ -9,6 +9,8 @@ the client certificate identifies the caller (mTLS).
 
 from __future__ import annotations
 
+import base64
+import builtins
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -16,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from runink.api import _config, _wire
+from runink.api import _config, _tls, _wire
 from runink.schemas import errors
 from runink.store import _api as barn_api
 
@@ -36,12 +38,17 @@ class Client:
         herd: str | None = None,
         field_manager: str = "runink-client",
         timeout: float | None = 30.0,
+        token: str | None = None,
     ) -> None:
         self.target = target
         self.herd = herd
         self.field_manager = field_manager
         self.timeout = timeout
         self._revision = barn_api.Revision(0)
+        # Bearer credential (API key, OIDC ID token, service-account or bootstrap token).
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
         )
@@ -50,7 +57,11 @@ class Client:
     @classmethod
     def from_context(cls, ctx: _config.Context, base: Path | None = None, **kw: Any) -> Client:
         ca, cert, key = ctx.credentials(base)
-        return cls(ctx.server, ca_pem=ca, cert_pem=cert, key_pem=key, herd=ctx.herd, **kw)
+        bearer = ctx.bearer()
+        target = ctx.server
+        if bearer and cert is None and ctx.token_server:
+            target = ctx.token_server  # no certificate: the server's bearer-token port
+        return cls(target, ca_pem=ca, cert_pem=cert, key_pem=key, herd=ctx.herd, token=bearer, **kw)
 
     @classmethod
     def from_config(cls, path: Path | None = None, context: str | None = None, **kw: Any) -> Client:
@@ -92,7 +103,7 @@ class Client:
             response_deserializer=_wire.decode,
         )
         try:
-            response: Obj = await stub(request, timeout=self.timeout)
+            response: Obj = await stub(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as e:
             raise _wire.error_from_rpc(e) from None
         return response
@@ -200,7 +211,7 @@ class Client:
             "selector": selector,
             "bookmarkInterval": bookmark_interval,
         }
-        call = stub(request)
+        call = stub(request, metadata=self._metadata)
         try:
             async for msg in call:
                 revision = barn_api.Revision(int(msg["revision"]))
@@ -237,6 +248,74 @@ class Client:
     async def whoami(self) -> Obj:
         return await self._call(_wire.AUTH_SERVICE, "WhoAmI", {})
 
+    async def can_i(
+        self,
+        verb: str,
+        resource: str,
+        herd: str | None = None,
+        name: str | None = None,
+        *,
+        as_user: str | None = None,
+        as_groups: tuple[str, ...] = (),
+    ) -> Obj:
+        """``{allowed, reason, user}``: may I (or ``as_user``, needs ``impersonate``) do this?"""
+        return await self._call(
+            _wire.AUTH_SERVICE,
+            "CanI",
+            {
+                "verb": verb,
+                "resource": resource,
+                "herd": herd,
+                "name": name,
+                "as": as_user,
+                "asGroups": list(as_groups),
+            },
+        )
+
+    async def reveal(self, herd: str, name: str, key: str | None = None) -> dict[str, bytes]:
+        """A Secret's clear values (needs ``reveal``, or a node whose Slice references it)."""
+        resp = await self._call(
+            _wire.AUTH_SERVICE, "Reveal", {"herd": herd, "name": name, "key": key}
+        )
+        return {k: base64.b64decode(v) for k, v in (resp.get("data") or {}).items()}
+
+    async def rotate_key(self) -> Obj:
+        return await self._call(_wire.AUTH_SERVICE, "RotateKey", {})
+
+    async def sealing_key(self) -> Obj:
+        return await self._call(_wire.AUTH_SERVICE, "SealingKey", {})
+
+    async def create_api_key(
+        self, *, ttl_seconds: float | None = None, description: str = "", user: str | None = None
+    ) -> Obj:
+        return await self._call(
+            _wire.AUTH_SERVICE,
+            "CreateAPIKey",
+            {"ttlSeconds": ttl_seconds, "description": description, "user": user},
+        )
+
+    async def list_api_keys(self) -> builtins.list[Obj]:
+        resp = await self._call(_wire.AUTH_SERVICE, "ListAPIKeys", {})
+        return list(resp.get("items") or [])
+
+    async def revoke_api_key(self, key_id: str) -> Obj:
+        return await self._call(_wire.AUTH_SERVICE, "RevokeAPIKey", {"id": key_id})
+
+    async def service_account_token(
+        self, herd: str, slice: str, *, audience: str | None = None, ttl_seconds: float = 600
+    ) -> Obj:
+        """(Agents) a short-lived token for the service account of a Slice bound to this node."""
+        return await self._call(
+            _wire.AUTH_SERVICE,
+            "ServiceAccountToken",
+            {"herd": herd, "slice": slice, "audience": audience, "ttlSeconds": ttl_seconds},
+        )
+
+    async def sign_node_csr(self, csr_pem: bytes, node_name: str) -> Obj:
+        return await self._call(
+            _wire.BOOTSTRAP_SERVICE, "SignNodeCSR", {"csr": csr_pem.decode(), "nodeName": node_name}
+        )
+
     async def version(self) -> Obj:
         return await self._call(_wire.SERVICE, "Version", {})
 
@@ -248,7 +327,9 @@ class Client:
             request_serializer=_wire.encode,
             response_deserializer=None,
         )
-        call = stub({"herd": herd, "slice": slice, "follow": follow, "tail": tail})
+        call = stub(
+            {"herd": herd, "slice": slice, "follow": follow, "tail": tail}, metadata=self._metadata
+        )
         try:
             async for chunk in call:
                 yield bytes(chunk)
@@ -258,4 +339,16 @@ class Client:
             call.cancel()
 
 
-__all__ = ["Client"]
+async def bootstrap_node_credentials(
+    server: str, ca_pem: bytes, token: str, node_name: str
+) -> tuple[bytes, bytes]:
+    """TLS bootstrap of a node agent: a fresh key, a CSR for ``system:node:<node_name>``, signed
+    by the cluster CA through ``Bootstrap/SignNodeCSR`` authenticated by the bootstrap ``token``.
+    ``server`` is the API server's token port. Returns ``(cert_pem, key_pem)``."""
+    csr_pem, key_pem = _tls.make_csr(f"system:node:{node_name}", ("system:nodes",))
+    async with Client(server, ca_pem=ca_pem, token=token) as c:
+        resp = await c.sign_node_csr(csr_pem, node_name)
+    return str(resp["certificate"]).encode(), key_pem
+
+
+__all__ = ["Client", "bootstrap_node_credentials"]

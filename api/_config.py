@@ -48,7 +48,16 @@ class Context:
     client_key: str | None = None
     client_key_data: str | None = None
     herd: str | None = None
+    #: Bearer credentials (any one; sent as ``authorization: Bearer``): a service-account or
+    #: other bearer token, an API key (``rk_...``) or an OIDC ID token from ``runink login``.
     token: str | None = None
+    api_key: str | None = None
+    oidc_id_token: str | None = None
+    #: The server's token port (server TLS only), used when the context has no client certificate.
+    token_server: str | None = None
+
+    def bearer(self) -> str | None:
+        return self.token or self.api_key or self.oidc_id_token
 
     def _pem(self, data: str | None, path: str | None, base: Path | None) -> bytes | None:
         if data:
@@ -81,6 +90,9 @@ _FIELDS = {
     "client-key-data": "client_key_data",
     "herd": "herd",
     "token": "token",
+    "api-key": "api_key",
+    "oidc-id-token": "oidc_id_token",
+    "token-server": "token_server",
 }
 
 
@@ -125,7 +137,9 @@ class ClientConfig:
                 value = getattr(ctx, attr)
                 if value is None:
                     continue
-                if redact and (attr.endswith("_data") or attr == "token"):
+                if redact and (
+                    attr.endswith("_data") or attr in ("token", "api_key", "oidc_id_token")
+                ):
                     value = "REDACTED" if attr != "certificate_authority_data" else "DATA+OMITTED"
                 d[key] = value
             out.append(d)

@@ -18,10 +18,32 @@ from typing import Any, Final, Literal
 from runink.schemas import errors
 
 Verb = Literal[
-    "get", "list", "watch", "create", "update", "patch", "delete", "reveal", "escalate", "bind"
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "reveal",
+    "escalate",
+    "bind",
+    "impersonate",
 ]
 VERBS: Final[frozenset[str]] = frozenset(
-    ("get", "list", "watch", "create", "update", "patch", "delete", "reveal", "escalate", "bind")
+    (
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "reveal",
+        "escalate",
+        "bind",
+        "impersonate",
+    )
 )
 
 #: The group whose members bypass RBAC entirely (Kubernetes' privileged-group authorizer).

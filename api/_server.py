@@ -1,28 +1,37 @@
 """The API server: grpc.aio over mTLS in front of a Barn.
 
-Request flow: TLS handshake (the client certificate must chain to the cluster CA) -> authentication
-chain (``_auth``) -> authorization hook -> admission (``_admission``; ``_apply`` for server-side
-apply) -> the Barn. Three services, all JSON over gRPC generic handlers (``api/resources.proto``):
-``runink.v1.Resources`` (CRUD, Apply, Watch, Version), ``runink.v1.Logs`` (Read, server-streaming
-raw bytes from a pluggable ``LogSource``) and ``runink.v1.Auth`` (WhoAmI). Errors leave as a gRPC
-status plus ``runink-error-bin`` trailing metadata (``_wire``).
+Request flow: TLS handshake (mTLS port: the client certificate must chain to the cluster CA;
+token port: server TLS only, a bearer token is required) -> authentication chain (``_auth``,
+``_security``) -> per-identity rate limit -> authorization (RBAC / node authorizer, escalation
+checks) -> Secret sealing -> admission (``_admission``; ``_apply``) -> the Barn, every request
+audited. Services, all JSON over gRPC generic handlers (``api/resources.proto``):
+``runink.v1.Resources`` (CRUD, Apply, Watch, Version), ``runink.v1.Logs`` (Read),
+``runink.v1.Auth`` (WhoAmI, CanI, Reveal, RotateKey, SealingKey, API keys, ServiceAccountToken)
+and ``runink.v1.Bootstrap`` (SignNodeCSR). Errors leave as a gRPC status plus
+``runink-error-bin`` trailing metadata (``_wire``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime
 import logging
+import os
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import grpc
 
 import runink
 from runink import schemas
-from runink.api import _admission, _apply, _auth, _tls, _wire
+from runink.api import _admission, _apikeys, _apply, _audit, _auth, _rbac, _security, _tls, _wire
 from runink.schemas import errors
 from runink.store import _api as barn_api
 
@@ -309,10 +318,46 @@ def _stale(live: Obj, wanted: str) -> errors.Conflict:
 # gRPC plumbing
 
 Unary = Callable[[Obj], Awaitable[Obj]]
+Rpc = Callable[[_auth.Identity, Obj, "_Call"], Awaitable[Obj]]
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_WRITE_VERBS = {"Create": "create", "Update": "update", "Apply": "apply"}
+
+
+@dataclass(slots=True)
+class _Call:
+    """What the audit line says about one request; filled in as the request proceeds."""
+
+    rpc: str
+    verb: str = ""
+    kind: str = ""
+    herd: str | None = None
+    name: str | None = None
+    decision: Literal["allow", "deny"] = "deny"
+    reason: str = ""
+
+
+def _target(req: Obj) -> tuple[str, str | None, str | None]:
+    obj = req.get("object")
+    if isinstance(obj, dict):
+        meta = obj.get("metadata") or {}
+        return str(obj.get("kind", "")), meta.get("herd"), meta.get("name")
+    return str(req.get("kind") or ""), req.get("herd"), req.get("name")
+
+
+def _namespaced(kind: str) -> bool:
+    try:
+        return _admission.resolve(kind.partition("/")[0]).namespaced
+    except errors.Invalid:
+        return True
 
 
 class ApiServer:
-    """The API server bound to ``host:port`` (``port=0`` picks one; read ``.port`` after start)."""
+    """The API server bound to ``host:port`` (``port=0`` picks one; read ``.port`` after start).
+
+    ``token_port`` (None: none) opens a second, server-TLS-only listener for clients without a
+    certificate (OIDC users, API keys, service-account tokens, node bootstrap): grpcio cannot ask
+    for an optional client certificate, so certificate and bearer clients use separate ports.
+    """
 
     def __init__(
         self,
@@ -326,21 +371,33 @@ class ApiServer:
         authorizer: _auth.Authorizer | None = None,
         log_source: LogSource | None = None,
         bookmark_interval: float = 5.0,
+        security: _security.SecurityConfig | None = None,
+        ca_pair: _tls.KeyPair | None = None,
+        token_port: int | None = None,
     ) -> None:
         self.handlers = Handlers(barn, bookmark_interval=bookmark_interval)
         self.ca_pem = ca_pem
+        self.ca_pair = ca_pair
         self.server_pair = server_pair
         self.host = host
         self.requested_port = port
+        self.requested_token_port = token_port
         self.port = 0
+        self.token_port = 0
+        self.security = _security.Security(barn, security)
         self.auth = _auth.AuthChain(
             authenticators
             if authenticators is not None
-            else [_auth.ClientCertificateAuthenticator()]
+            else [
+                _security.BearerAuthenticator(self.security),
+                _auth.ClientCertificateAuthenticator(),
+            ]
         )
-        self.authorizer: _auth.Authorizer = authorizer or _auth.AllowAll()
+        self.authorizer: _auth.Authorizer = authorizer or self.security.rbac
         self.log_source = log_source
+        self.bootstrap_token: str | None = None
         self._server: grpc.aio.Server | None = None
+        self._background: asyncio.Task[None] | None = None
 
     # -- auth -----------------------------------------------------------------------------------
     async def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> _auth.Identity:
@@ -348,14 +405,52 @@ class ApiServer:
         metadata: dict[str, str | bytes] = dict(context.invocation_metadata() or ())
         return await self.auth.authenticate(_auth.AuthRequest(auth_context, metadata))
 
-    async def _authorize(self, identity: _auth.Identity, verb: str, req: Obj) -> None:
-        obj = req.get("object")
-        if isinstance(obj, dict):
-            meta = obj.get("metadata") or {}
-            kind, herd, name = str(obj.get("kind", "")), meta.get("herd"), meta.get("name")
+    async def _authz(
+        self,
+        identity: _auth.Identity,
+        call: _Call,
+        verb: str,
+        kind: str,
+        herd: str | None,
+        name: str | None,
+        *,
+        node_selector: str | None = None,
+    ) -> None:
+        """Authorize and note the decision for the audit line (Forbidden on deny)."""
+        call.verb, call.kind, call.herd, call.name = verb, kind, herd, name
+        if not _namespaced(kind):
+            herd = None
+        if isinstance(self.authorizer, _security.RbacAuthorizer):
+            await self.authorizer.authorize(
+                identity, verb, kind, herd, name, node_selector=node_selector
+            )
         else:
-            kind, herd, name = str(req.get("kind") or ""), req.get("herd"), req.get("name")
-        await self.authorizer.authorize(identity, verb, kind, herd, name)
+            await self.authorizer.authorize(identity, verb, kind, herd, name)
+        call.decision = "allow"
+
+    def _audit(
+        self, identity: _auth.Identity | None, call: _Call, code: str, started: float
+    ) -> None:
+        audit = self.security.audit
+        if audit is None:
+            return
+        resource, sub = _security.resource_of(call.kind) if call.kind else (call.rpc, None)
+        audit.record(
+            _audit.AuditEntry(
+                user=identity.user if identity else "<unauthenticated>",
+                groups=identity.groups if identity else (),
+                verb=call.verb or call.rpc,
+                resource=resource,
+                subresource=sub,
+                herd=call.herd,
+                name=call.name,
+                decision=call.decision,
+                code=code,
+                latency_ms=round((time.monotonic() - started) * 1000, 3),
+                reason=call.reason,
+                extra={"rpc": call.rpc, "method": identity.method if identity else ""},
+            )
+        )
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: errors.RuninkError) -> None:
@@ -365,123 +460,431 @@ class ApiServer:
             trailing_metadata=((_wire.ERROR_KEY, _wire.error_payload(err)),),
         )
 
-    def _unary(self, verb: str, fn: Unary) -> grpc.RpcMethodHandler[bytes, bytes]:
+    def _deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        limit = self.security.config.default_deadline
+        remaining: float | None = context.time_remaining()  # None: the client set no deadline
+        return min(limit, remaining) if remaining is not None else limit
+
+    def _rpc(self, rpc: str, fn: Rpc) -> grpc.RpcMethodHandler[bytes, bytes]:
         async def handler(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            started = time.monotonic()
+            call = _Call(rpc)
+            identity: _auth.Identity | None = None
             try:
-                req = _wire.decode(request)
+                try:
+                    req = _wire.decode(request)
+                except ValueError:
+                    raise errors.Invalid("request body is not JSON") from None
                 identity = await self._identity(context)
-                await self._authorize(identity, verb, req)
-                return _wire.encode(await fn(req))
+                self.security.limiter.take(identity.user)
+                deadline = self._deadline(context)
+                try:
+                    async with asyncio.timeout(deadline):
+                        out = _wire.encode(await fn(identity, req, call))
+                except TimeoutError:
+                    raise errors.OutcomeUnknown(
+                        f"{rpc} did not finish within the server deadline of {deadline:.1f} s; "
+                        "a write may still have happened: read before retrying"
+                    ) from None
+                self._audit(identity, call, "OK", started)
+                return out
             except errors.RuninkError as e:
+                call.reason = e.message.split("\n", 1)[0]
+                self._audit(identity, call, _wire.status_code(e).name, started)
                 await self._abort(context, e)
                 raise AssertionError("unreachable: abort raises") from e
 
         return grpc.unary_unary_rpc_method_handler(handler)
 
-    def _watch_handler(self) -> grpc.RpcMethodHandler[bytes, bytes]:
-        async def handler(
-            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[bytes]:
-            try:
-                req = _wire.decode(request)
-                identity = await self._identity(context)
-                await self._authorize(identity, "watch", req)
-                async for ev in self.handlers.watch(req):
-                    yield _wire.encode(ev)
-            except errors.RuninkError as e:
-                await self._abort(context, e)
+    # -- resource RPCs --------------------------------------------------------------------------
+    def _resource(self, rpc: str, verb: str, fn: Unary) -> Rpc:
+        async def run(identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+            kind, herd, name = _target(req)
+            if rpc == "UpdateStatus":
+                kind = f"{kind}/status"
+            await self._authz(identity, call, verb, kind, herd, name)
+            return _security.present(await fn(req))
 
-        return grpc.unary_stream_rpc_method_handler(handler)
+        return run
 
-    def _logs_handler(self) -> grpc.RpcMethodHandler[bytes, bytes]:
-        async def handler(
-            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[bytes]:
-            try:
-                req = _wire.decode(request)
-                identity = await self._identity(context)
-                await self.authorizer.authorize(
-                    identity, "get", "Slice/log", req.get("herd"), req.get("slice")
+    def _write(self, rpc: str, fn: Unary) -> Rpc:
+        async def run(identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+            obj = req.get("object")
+            if not isinstance(obj, dict):
+                raise errors.Invalid("the request has no object")
+            if obj.get("kind") == "SealedSecret":
+                if rpc == "Update":
+                    raise errors.Invalid("a SealedSecret is applied or created, not updated")
+                obj = self.security.unseal(obj)
+            kind, herd, name = _target({"object": obj})
+            verb = _WRITE_VERBS[rpc]
+            if verb == "apply":
+                try:
+                    info = _admission.resolve(kind)
+                    await self.handlers.barn.get(
+                        info.kind, str(name), herd if info.namespaced else None
+                    )
+                    verb = "update"
+                except errors.NotFound:
+                    verb = "create"
+            await self._authz(identity, call, verb, kind, herd, name)
+            resolved = _admission.resolve(kind).kind
+            if resolved in _security.RBAC_KINDS:
+                decision = _rbac.check_rbac_write(
+                    _security.subject_of(identity),
+                    _security._flatten({**obj, "kind": resolved}),
+                    self.security.rbac.policy,
                 )
-                if self.log_source is None:
-                    raise errors.Unavailable("no log source: the node agent is not running here")
-                tail = req.get("tail")
-                async for chunk in self.log_source.read(
-                    str(req.get("herd", "")),
-                    str(req.get("slice", "")),
-                    follow=bool(req.get("follow")),
-                    tail=int(tail) if tail is not None else None,
-                ):
+                if not decision.allowed:
+                    call.decision = "deny"
+                    raise errors.Forbidden(decision.reason)
+            if resolved == "Secret":
+                obj = await self.security.seal_secret_write({**obj, "kind": "Secret"})
+            result = await fn({**req, "object": obj})
+            if resolved in _security.RBAC_KINDS and not req.get("dryRun"):
+                await self.security.rbac.refresh()
+            return _security.present(result)
+
+        return run
+
+    async def _delete(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        kind, herd, name = _target(req)
+        await self._authz(identity, call, "delete", kind, herd, name)
+        result = await self.handlers.delete(req)
+        if _admission.resolve(kind).kind in _security.RBAC_KINDS:
+            await self.security.rbac.refresh()
+        return _security.present(result)
+
+    def _node_filter(self, identity: _auth.Identity, kind: str) -> str | None:
+        """An agent lists/watches only the Slices bound to it: the server adds the filter."""
+        node = _security.subject_of(identity).node
+        if node is None:
+            return None
+        try:
+            return node if _admission.resolve(kind).kind == "Slice" else None
+        except errors.Invalid:
+            return None
+
+    async def _list(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        kind, herd, _ = _target(req)
+        node = self._node_filter(identity, kind)
+        await self._authz(identity, call, "list", kind, herd, None, node_selector=node)
+        out = await self.handlers.list(req)
+        if node is not None:
+            out["items"] = [
+                o for o in out["items"] if (o.get("spec") or {}).get("nodeName") == node
+            ]
+        return _security.present(out)
+
+    async def _version(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        return {"version": runink.__version__, "revision": str(self.handlers.barn.revision)}
+
+    def _stream(
+        self,
+        rpc: str,
+        body: Callable[[_auth.Identity, Obj, _Call], AsyncIterator[bytes]],
+    ) -> grpc.RpcMethodHandler[bytes, bytes]:
+        async def handler(
+            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[bytes]:
+            started = time.monotonic()
+            call = _Call(rpc)
+            identity: _auth.Identity | None = None
+            code = "OK"
+            try:
+                try:
+                    req = _wire.decode(request)
+                except ValueError:
+                    raise errors.Invalid("request body is not JSON") from None
+                identity = await self._identity(context)
+                self.security.limiter.take(identity.user)
+                async for chunk in body(identity, req, call):
                     yield chunk
             except errors.RuninkError as e:
+                code = _wire.status_code(e).name
+                call.reason = e.message.split("\n", 1)[0]
+                self._audit(identity, call, code, started)
                 await self._abort(context, e)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                if code in ("OK", "CANCELLED"):
+                    self._audit(identity, call, code, started)
 
         return grpc.unary_stream_rpc_method_handler(handler)
 
-    async def _whoami(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        try:
-            identity = await self._identity(context)
-        except errors.RuninkError as e:
-            await self._abort(context, e)
-            raise AssertionError("unreachable: abort raises") from e
-        return _wire.encode(
-            {"user": identity.user, "groups": list(identity.groups), "method": identity.method}
-        )
+    async def _watch(self, identity: _auth.Identity, req: Obj, call: _Call) -> AsyncIterator[bytes]:
+        kind, herd, _ = _target(req)
+        node = self._node_filter(identity, kind)
+        await self._authz(identity, call, "watch", kind, herd, None, node_selector=node)
+        async for ev in self.handlers.watch(req):
+            spec = (ev.get("object") or {}).get("spec") or {}
+            if node is not None and ev["type"] != "BOOKMARK" and spec.get("nodeName") != node:
+                continue
+            yield _wire.encode(_security.present(ev))
 
-    async def _version(self, req: Obj) -> Obj:
-        return {"version": runink.__version__, "revision": str(self.handlers.barn.revision)}
+    async def _logs(self, identity: _auth.Identity, req: Obj, call: _Call) -> AsyncIterator[bytes]:
+        await self._authz(identity, call, "get", "Slice/log", req.get("herd"), req.get("slice"))
+        if self.log_source is None:
+            raise errors.Unavailable("no log source: the node agent is not running here")
+        tail = req.get("tail")
+        async for chunk in self.log_source.read(
+            str(req.get("herd", "")),
+            str(req.get("slice", "")),
+            follow=bool(req.get("follow")),
+            tail=int(tail) if tail is not None else None,
+        ):
+            yield chunk
+
+    # -- auth RPCs ------------------------------------------------------------------------------
+    async def _whoami(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        call.decision = "allow"
+        return {"user": identity.user, "groups": list(identity.groups), "method": identity.method}
+
+    async def _can_i(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        call.verb, call.decision = "can-i", "allow"
+        subject = _security.subject_of(identity)
+        as_user = req.get("as")
+        if as_user:
+            await self._authz(identity, call, "impersonate", "users", None, str(as_user))
+            groups = [str(g) for g in req.get("asGroups") or []]
+            subject = _security.subject_of(
+                _auth.Identity(str(as_user), tuple(groups), method="impersonated")
+            )
+        resource, sub = _security.resource_of(str(req.get("resource") or ""))
+        herd = req.get("herd") or None
+        if not _namespaced(resource):
+            herd = None
+        attrs = _rbac.RequestAttributes(
+            str(req.get("verb") or ""), resource, sub, herd=herd, name=req.get("name") or None
+        )
+        assert isinstance(self.security.rbac, _security.RbacAuthorizer)
+        d = await self.security.rbac.decide(subject, attrs)
+        return {"allowed": d.allowed, "reason": d.reason, "user": subject.user}
+
+    async def _reveal(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        herd, name = str(req.get("herd") or ""), str(req.get("name") or "")
+        await self._authz(identity, call, "reveal", "Secret", herd, name)
+        obj = await self.handlers.barn.get("Secret", name, herd)
+        values = self.security.open_secret(obj)
+        key = req.get("key")
+        if key is not None:
+            if key not in values:
+                raise errors.NotFound(f'Secret "{name}" in herd "{herd}" has no key {key!r}')
+            values = {str(key): values[str(key)]}
+        return {"data": {k: base64.b64encode(v).decode() for k, v in sorted(values.items())}}
+
+    async def _rotate_key(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        await self._authz(identity, call, "update", "secrets/keyring", None, None)
+        return await self.security.rotate_key()
+
+    async def _sealing_key(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        call.decision = "allow"  # a public key: any authenticated caller may fetch it
+        pem = self.security.sealing_public_pem
+        from runink.api import _secrets
+
+        return {"publicKey": pem.decode(), "fingerprint": _secrets.public_key_fingerprint(pem)}
+
+    async def _create_api_key(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        user = str(req.get("user") or identity.user)
+        groups = list(identity.groups)
+        if user != identity.user:
+            await self._authz(identity, call, "impersonate", "users", None, user)
+            groups = [str(g) for g in req.get("groups") or []]
+        else:
+            call.verb, call.kind, call.decision = "create", "apikeys", "allow"
+        if user.startswith("system:"):
+            raise errors.Forbidden(f"API keys cannot be issued for the reserved user {user!r}")
+        groups = [g for g in groups if g != _rbac.AUTHENTICATED_GROUP]
+        ttl = float(req.get("ttlSeconds") or 30 * 86400)
+        token, record = _apikeys.create_api_key(user, groups, ttl, now=time.time())
+        record["description"] = str(req.get("description") or "")
+        self.security.apikeys.put(record)
+        return {"token": token, **{k: v for k, v in record.items() if k != "hash"}}
+
+    def _may_manage_all_keys(self, identity: _auth.Identity) -> bool:
+        return _rbac.MASTERS_GROUP in identity.groups
+
+    async def _list_api_keys(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        call.verb, call.kind, call.decision = "list", "apikeys", "allow"
+        everyone = self._may_manage_all_keys(identity)
+        items = [
+            {k: v for k, v in r.items() if k != "hash"}
+            for r in self.security.apikeys.records.values()
+            if everyone or r.get("user") == identity.user
+        ]
+        return {"items": sorted(items, key=lambda r: str(r.get("createdAt")))}
+
+    async def _revoke_api_key(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        call.verb, call.kind, call.name = "delete", "apikeys", str(req.get("id"))
+        record = self.security.apikeys.records.get(str(req.get("id")))
+        if record is None or not (
+            record.get("user") == identity.user or self._may_manage_all_keys(identity)
+        ):
+            raise errors.NotFound(f"API key {req.get('id')!r} not found")
+        call.decision = "allow"
+        revoked = _apikeys.revoke(record, now=time.time())
+        self.security.apikeys.put(revoked)
+        return {k: v for k, v in revoked.items() if k != "hash"}
+
+    async def _sa_token(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        """An agent mints a token for a Slice bound to it, as the Slice's service account."""
+        from runink.api import _tokens
+
+        herd, name = str(req.get("herd") or ""), str(req.get("slice") or "")
+        call.verb, call.kind, call.herd, call.name = "create", "Slice/token", herd, name
+        node = _security.subject_of(identity).node
+        if node is None:
+            raise errors.Forbidden("only node agents (system:node:<name>) mint slice tokens")
+        try:
+            obj = await self.handlers.barn.get("Slice", name, herd)
+        except errors.NotFound:
+            obj = {}
+        spec = obj.get("spec") or {}
+        if spec.get("nodeName") != node:
+            raise errors.Forbidden(f'Slice "{name}" in herd "{herd}" is not bound to node "{node}"')
+        call.decision = "allow"
+        ttl = min(float(req.get("ttlSeconds") or 600), 3600.0)
+        audience = str(req.get("audience") or self.security.config.audience)
+        sa = str(spec.get("serviceAccount") or "default")
+        now = time.time()
+        token = _tokens.issue_sa_token(
+            self.security.sa_keys,
+            herd=herd,
+            name=sa,
+            now=now,
+            ttl=ttl,
+            audience=audience,
+            issuer=self.security.config.sa_issuer,
+            bound_uid=(obj.get("metadata") or {}).get("uid"),
+        )
+        return {"token": token, "expiresAt": int(now + ttl), "serviceAccount": sa}
+
+    async def _sign_node_csr(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        node = str(req.get("nodeName") or "")
+        call.verb, call.kind, call.name = "create", "certificatesigningrequests", node
+        if not (
+            _security.BOOTSTRAP_GROUP in identity.groups or _rbac.MASTERS_GROUP in identity.groups
+        ):
+            raise errors.Forbidden(
+                f"{identity.user} may not sign node certificates (needs a bootstrap token)"
+            )
+        if not _NODE_NAME.fullmatch(node):
+            raise errors.Invalid(f"nodeName {node!r} is not a DNS label")
+        if self.ca_pair is None:
+            raise errors.Unavailable("this API server has no CA key; it cannot sign certificates")
+        try:
+            cert = _tls.sign_csr(
+                self.ca_pair,
+                str(req.get("csr") or "").encode(),
+                f"system:node:{node}",
+                organizations=(_rbac.NODES_GROUP,),
+            )
+        except ValueError as e:
+            raise errors.Invalid(str(e)) from None
+        call.decision = "allow"
+        return {"certificate": cert.decode(), "caCertificate": self.ca_pem.decode()}
 
     def generic_handlers(self) -> list[grpc.GenericRpcHandler[Any, Any]]:
         h = self.handlers
         resources = {
-            "Apply": self._unary("apply", h.apply),
-            "Create": self._unary("create", h.create),
-            "Get": self._unary("get", h.get),
-            "List": self._unary("list", h.list),
-            "Update": self._unary("update", h.update),
-            "UpdateStatus": self._unary("update", h.update_status),
-            "Delete": self._unary("delete", h.delete),
-            "Version": self._unary("get", self._version),
-            "Watch": self._watch_handler(),
+            "Apply": self._rpc("Apply", self._write("Apply", h.apply)),
+            "Create": self._rpc("Create", self._write("Create", h.create)),
+            "Get": self._rpc("Get", self._resource("Get", "get", h.get)),
+            "List": self._rpc("List", self._list),
+            "Update": self._rpc("Update", self._write("Update", h.update)),
+            "UpdateStatus": self._rpc(
+                "UpdateStatus", self._resource("UpdateStatus", "update", h.update_status)
+            ),
+            "Delete": self._rpc("Delete", self._delete),
+            "Version": self._rpc("Version", self._version),
+            "Watch": self._stream("Watch", self._watch),
+        }
+        auth = {
+            "WhoAmI": self._rpc("WhoAmI", self._whoami),
+            "CanI": self._rpc("CanI", self._can_i),
+            "Reveal": self._rpc("Reveal", self._reveal),
+            "RotateKey": self._rpc("RotateKey", self._rotate_key),
+            "SealingKey": self._rpc("SealingKey", self._sealing_key),
+            "CreateAPIKey": self._rpc("CreateAPIKey", self._create_api_key),
+            "ListAPIKeys": self._rpc("ListAPIKeys", self._list_api_keys),
+            "RevokeAPIKey": self._rpc("RevokeAPIKey", self._revoke_api_key),
+            "ServiceAccountToken": self._rpc("ServiceAccountToken", self._sa_token),
         }
         return [
             grpc.method_handlers_generic_handler(_wire.SERVICE, resources),
             grpc.method_handlers_generic_handler(
-                _wire.LOGS_SERVICE, {"Read": self._logs_handler()}
+                _wire.LOGS_SERVICE, {"Read": self._stream("Logs", self._logs)}
             ),
+            grpc.method_handlers_generic_handler(_wire.AUTH_SERVICE, auth),
             grpc.method_handlers_generic_handler(
-                _wire.AUTH_SERVICE, {"WhoAmI": grpc.unary_unary_rpc_method_handler(self._whoami)}
+                _wire.BOOTSTRAP_SERVICE,
+                {"SignNodeCSR": self._rpc("SignNodeCSR", self._sign_node_csr)},
             ),
         ]
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def start(self) -> int:
-        """Bind and serve; returns the port. ``Unavailable`` if the address is taken."""
-        server = grpc.aio.server(handlers=self.generic_handlers())
-        creds = grpc.ssl_server_credentials(
-            [(self.server_pair.key_pem, self.server_pair.cert_pem)],
-            root_certificates=self.ca_pem,
-            require_client_auth=True,
-        )
-        address = f"{self.host}:{self.requested_port}"
+    def _bind(self, server: grpc.aio.Server, port: int, creds: grpc.ServerCredentials) -> int:
+        address = f"{self.host}:{port}"
         try:
-            port = server.add_secure_port(address, creds)
+            bound = server.add_secure_port(address, creds)
         except RuntimeError as e:
             raise errors.Unavailable(
                 f"cannot listen on {address}: {e}; is another runink server running? "
                 "(choose another one with --port)"
             ) from e
-        if port == 0:
+        if bound == 0:
             raise errors.Unavailable(f"cannot listen on {address}: the port is taken")
+        return bound
+
+    async def start(self) -> int:
+        """Bind and serve; returns the port. ``Unavailable`` if the address is taken."""
+        limit = self.security.config.max_message_bytes
+        server = grpc.aio.server(
+            handlers=self.generic_handlers(),
+            options=[("grpc.max_receive_message_length", limit)],
+        )
+        mtls = grpc.ssl_server_credentials(
+            [(self.server_pair.key_pem, self.server_pair.cert_pem)],
+            root_certificates=self.ca_pem,
+            require_client_auth=True,
+        )
+        port = self._bind(server, self.requested_port, mtls)
+        if self.requested_token_port is not None:
+            tls = grpc.ssl_server_credentials(
+                [(self.server_pair.key_pem, self.server_pair.cert_pem)], require_client_auth=False
+            )
+            self.token_port = self._bind(server, self.requested_token_port, tls)
+        await self.security.rbac.refresh()
         await server.start()
         self._server = server
         self.port = port
+        self._background = asyncio.create_task(
+            self.security.rbac.watch(), name="apiserver-rbac-watch"
+        )
+        data_dir = self.security.config.data_dir
+        if data_dir is not None:
+            self.bootstrap_token = self.security.create_bootstrap_token()
+            _write_private(data_dir / "bootstrap-token", self.bootstrap_token.encode() + b"\n")
         return port
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            try:
+                await self._background
+            except asyncio.CancelledError:
+                # Ours (we cancelled it) unless our caller is being cancelled too.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            self._background = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self.security.audit is not None:
+            self.security.audit.close()
 
     async def run(self, ready: Callable[[int], None] | None = None) -> None:
         """Serve until cancelled (the composition root's component shape)."""
@@ -492,6 +895,12 @@ class ApiServer:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 __all__ = ["ApiServer", "Handlers", "LogSource", "Propagation"]

@@ -131,6 +131,57 @@ def issue(
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+def sign_csr(
+    ca: KeyPair,
+    csr_pem: bytes,
+    common_name: str,
+    *,
+    organizations: tuple[str, ...],
+    days: int = 365,
+) -> bytes:
+    """A client certificate for the CSR's public key with the subject WE choose (the CSR's own
+    subject is ignored: a bootstrap token may only ever obtain ``common_name``)."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as e:
+        raise ValueError(f"not a PEM certificate signing request: {e}") from None
+    if not csr.is_signature_valid:
+        raise ValueError("the CSR's signature does not verify (proof of key possession)")
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the cluster CA key must be an EC key")
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_csr(common_name: str, organizations: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+    """A fresh EC key and a CSR for it: ``(csr_pem, key_pem)``; the key never leaves the node."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name(attrs))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     # Keys are written 0600 from the start (no window where they are world-readable).
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -165,4 +216,12 @@ def ensure_cluster_pki(directory: Path) -> ClusterPKI:
     return ClusterPKI(ca=ca, server=server, admin=admin)
 
 
-__all__ = ["ClusterPKI", "KeyPair", "create_ca", "ensure_cluster_pki", "issue"]
+__all__ = [
+    "ClusterPKI",
+    "KeyPair",
+    "create_ca",
+    "ensure_cluster_pki",
+    "issue",
+    "make_csr",
+    "sign_csr",
+]

@@ -19,6 +19,7 @@ from runink.schemas import errors
 SERVICE = "runink.v1.Resources"
 LOGS_SERVICE = "runink.v1.Logs"
 AUTH_SERVICE = "runink.v1.Auth"
+BOOTSTRAP_SERVICE = "runink.v1.Bootstrap"
 ERROR_KEY = "runink-error-bin"
 
 Message = dict[str, Any]
@@ -100,6 +101,10 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.RuninkError:
         if key == ERROR_KEY and isinstance(value, bytes):
             return error_from_payload(value)
     code = exc.code()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in str(exc.details()):
+        return errors.Invalid(
+            f"request too large for the server ({exc.details()}); split it into smaller requests"
+        )
     reason = _REASONS.get(code, "Internal")
     cls = errors.error_for_reason(reason)
     return cls(f"{code.name.lower()}: {exc.details()}")
@@ -107,6 +112,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.RuninkError:
 
 __all__ = [
     "AUTH_SERVICE",
+    "BOOTSTRAP_SERVICE",
     "ERROR_KEY",
     "LOGS_SERVICE",
     "SERVICE",
