@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.live import Live
@@ -116,7 +117,7 @@ async def follow_run(ctx: _app.Ctx, herd: str, name: str, timeout: float | None)
                 extra = f"  ({s['message']})" if s.get("message") else ""
                 ctx.streams.write(f"{step:<20} {phase}{extra}\n")
 
-    async def updates() -> Obj:
+    async def updates(on_update: Callable[[Obj], None]) -> Obj:
         nonlocal run
         since = client.revision or None
         while True:
@@ -128,41 +129,33 @@ async def follow_run(ctx: _app.Ctx, herd: str, name: str, timeout: float | None)
                     if ev.type == "DELETED":
                         raise errors.NotFound(f"pipelinerun {name} was deleted while running")
                     run = ev.object
-                    yield_update(run)
+                    on_update(run)
                     if (run.get("status") or {}).get("phase") in TERMINAL:
                         return run
             except (errors.Unavailable, errors.Gone):
+                # The server restarted or we fell behind: re-read, then watch again.
                 await asyncio.sleep(0.5)
                 run = await client.get("PipelineRun", name, herd)
                 since = client.revision or None
-                yield_update(run)
+                on_update(run)
                 if (run.get("status") or {}).get("phase") in TERMINAL:
                     return run
 
+    if (run.get("status") or {}).get("phase") in TERMINAL:
+        lines(run)
+        return run
     if console.is_terminal:
         with Live(progress_table(run), console=console, refresh_per_second=8) as live:
-
-            def yield_update(obj: Obj) -> None:
-                live.update(progress_table(obj))
-
-            if (run.get("status") or {}).get("phase") in TERMINAL:
-                return run
             async with asyncio.timeout(timeout):
-                return await updates()
-
-    def yield_update(obj: Obj) -> None:
-        lines(obj)
-
+                return await updates(lambda obj: live.update(progress_table(obj)))
     lines(run)
-    if (run.get("status") or {}).get("phase") in TERMINAL:
-        return run
     async with asyncio.timeout(timeout):
-        return await updates()
+        return await updates(lines)
 
 
 def summary(run: Obj) -> str:
     st = run.get("status") or {}
-    cond = next((c for c in st.get("conditions") or [] if c.get("type") == "Succeeded"), {})
+    cond: Obj = next((c for c in st.get("conditions") or [] if c.get("type") == "Succeeded"), {})
     took = _duration(st.get("startTime"), st.get("completionTime"))
     msg = cond.get("message") or ""
     return f"pipelinerun/{run['metadata']['name']} {st.get('phase')} in {took}" + (
