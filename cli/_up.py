@@ -97,14 +97,21 @@ class SecretCache:
     The agent asks synchronously while it prepares a launch; the cache answers from memory.
     """
 
-    def __init__(self, barn: store.LocalBarn) -> None:
+    def __init__(
+        self,
+        barn: store.LocalBarn,
+        opener: Callable[[dict[str, Any]], dict[str, bytes]] | None = None,
+    ) -> None:
         self.barn = barn
+        self.opener = opener
         self._data: dict[tuple[str, str], dict[str, bytes]] = {}
         self.synced = asyncio.Event()
 
-    @staticmethod
-    def decode(obj: dict[str, Any]) -> dict[str, bytes]:
+    def decode(self, obj: dict[str, Any]) -> dict[str, bytes]:
+        """Clear values: from the envelope the API sealed them in, or (unsealed) data."""
         spec = obj.get("spec") or {}
+        if spec.get("encrypted") and self.opener is not None:
+            return self.opener(obj)
         out = {k: base64.b64decode(v) for k, v in (spec.get("data") or {}).items()}
         out.update({k: str(v).encode() for k, v in (spec.get("stringData") or {}).items()})
         return out
@@ -143,7 +150,8 @@ async def run_local_agent(cluster: Cluster) -> None:
     """The node agent for this host: registers a Node and runs the Slices bound to it."""
     launcher = await asyncio.to_thread(agent.Launcher.start)
     try:
-        secrets = SecretCache(cluster.barn)
+        security = getattr(cluster.server, "security", None)
+        secrets = SecretCache(cluster.barn, security.open_secret if security else None)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(secrets.run())
             await secrets.synced.wait()

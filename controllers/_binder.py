@@ -70,7 +70,7 @@ class SchedulerReconciler:
 
     async def reconcile(self, request: _types.Request) -> _types.Result:
         del request
-        now = self.clock.now()
+        now = self.clock.wall()
         slices = self._slices()
         by_key = {
             scheduling.SliceKey(str(s["metadata"].get("herd")), str(s["metadata"]["name"])): s

@@ -7,6 +7,7 @@ when a test says so, which makes backoff and stall-detection tests exact and ins
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -24,12 +25,20 @@ class Clock(Protocol):
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer: ...
 
+    def wall(self) -> float:
+        """Epoch seconds: what controllers compare with stored timestamps (creationTimestamp,
+        heartbeatTime, completionTime). ``now()`` may be monotonic and is for delays only."""
+        ...
+
 
 class SystemClock:
-    """The running event loop's monotonic clock."""
+    """The running event loop's monotonic clock; ``wall()`` is the epoch time."""
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
+
+    def wall(self) -> float:
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))

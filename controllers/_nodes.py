@@ -53,7 +53,7 @@ class NodeLifecycleReconciler:
             node = await self.client.get("Node", request.name)
         except errors.NotFound:
             return _types.Result()
-        now = self.clock.now()
+        now = self.clock.wall()
         alive, expires = node_ready(node, now)
         if expires is None:
             # Never heartbeated: the agent may be registering right now. Give it one lease

@@ -74,7 +74,7 @@ class PipelineReconciler:
             return _types.Result()
         if (pipeline.get("metadata") or {}).get("deletionTimestamp"):
             return _types.Result()
-        now = self.clock.now()
+        now = self.clock.wall()
         runs = [
             r
             for r in (

@@ -187,7 +187,7 @@ class RunReconciler:
         herd = request.herd
         listed = await self.client.list("Slice", herd, selector=f"{LABEL_RUN}={request.name}")
         owned = [s for s in listed.items if _helpers.is_controlled_by(s, run)]
-        now = self.clock.now()
+        now = self.clock.wall()
         try:
             steps = step_defs(spec)
         except (KeyError, TypeError, ValueError) as e:
@@ -221,7 +221,7 @@ class RunReconciler:
     async def _start(self, run: Obj) -> _types.Result:
         meta = run["metadata"]
         ref = str(((run.get("spec") or {}).get("pipelineRef") or {}).get("name"))
-        now = self.clock.now()
+        now = self.clock.wall()
         status: Obj = dict(run.get("status") or {})
         try:
             pipeline = await self.client.get("Pipeline", ref, meta.get("herd"))
@@ -316,7 +316,7 @@ class RunReconciler:
                 "phase": "Failed",
                 "reason": c.reason,
                 "message": c.message,
-                "completionTime": format_time(self.clock.now()),
+                "completionTime": format_time(self.clock.wall()),
             }
             # On a conflict the next pass sees the new state and decides again.
             with contextlib.suppress(errors.Conflict, errors.NotFound):

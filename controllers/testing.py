@@ -49,6 +49,10 @@ class FakeClock:
     def now(self) -> float:
         return self._now
 
+    def wall(self) -> float:
+        """The fake clock is its own epoch: start it at ``time.time()`` to mix with stored times."""
+        return self._now
+
     def call_at(self, when: float, callback: Callable[[], None]) -> _FakeTimer:
         timer = _FakeTimer()
         heapq.heappush(self._timers, (when, next(self._seq), callback, timer))

@@ -109,7 +109,7 @@ def report(ctx: _context.Context) -> None:
         "total_revenue": total,
     }
     payload = json.dumps(body, sort_keys=True).encode()
-    signature = hmac.new(ctx.secret("hmac-key"), payload, hashlib.sha256).hexdigest()
+    signature = hmac.new(ctx.secret("report-signing/hmac-key"), payload, hashlib.sha256).hexdigest()
     out = Path(ctx.outputs["sales-report"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"report": body, "hmac_sha256": signature}, indent=2, sort_keys=True))
