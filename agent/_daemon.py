@@ -179,6 +179,7 @@ def spec_from_slice(
                 secret_env[str(var).replace("-", "_").replace(".", "_")] = fname
 
     def datasets(refs: list[dict[str, Any]]) -> dict[str, str]:
+        # name -> uri, else the bare name; the runtime resolves both (agent/_datasets.py).
         return {
             str(r.get("name") or r.get("uri")): str(r.get("uri") or r.get("name")) for r in refs
         }
@@ -431,19 +432,26 @@ async def run_agent(
     state_dir: str | os.PathLike[str],
     launcher: Any,
     metrics_port: int | None = None,
+    *,
+    datasets_root: str | os.PathLike[str] | None = None,
+    python: str | None = None,
+    resolve_secret: SecretResolver | None = None,
 ) -> None:
     """Composition helper for `runink agent` / `runink up`: runtime + metrics + Agent.
 
     *launcher* is a started `runink.agent.Launcher` (start it before heavy imports).
+    *datasets_root* defaults to ``<state_dir>/../datasets``; it must not be under /tmp and its
+    parents must be traversable by other users (a slice that names a dataset fails otherwise).
     """
     from runink.agent import _metrics
 
-    async with _runtime.SliceRuntime(state_dir, launcher) as rt:
+    rt_ = _runtime.SliceRuntime(state_dir, launcher, datasets_root=datasets_root, python=python)
+    async with rt_ as rt:
         server = None
         if metrics_port is not None:
             server = _metrics.serve(_metrics.make_registry(rt), metrics_port)
         try:
-            await Agent(client, rt, config).run()
+            await Agent(client, rt, config, resolve_secret).run()
         finally:
             if server is not None:
                 with contextlib.suppress(OSError):

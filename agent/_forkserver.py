@@ -7,8 +7,9 @@ only the standard library and never the ``runink`` package. It reads JSON launch
 SOCK_SEQPACKET socket and answers ``{"id", "pid"}``; it reports every child's raw wait status as
 ``{"op": "exit", "pid", "status"}``. Per slice it raw-clones the slice init (PID 1 of a new pid
 namespace, plus user/mount/uts/ipc/net namespaces), writes uid/gid maps and ``cgroup.procs`` from
-the parent while the child waits on a pipe, then the init sets up mounts, hostname, lo and secrets,
-spawns the step and reaps until the step exits, forwarding SIGTERM/SIGINT/SIGHUP/SIGQUIT to it.
+the parent while the child waits on a pipe, then the init sets up mounts (its own /proc and /tmp,
+detached bind trees the server cut with open_tree, secrets), hostname and lo, spawns the step
+with umask 0002 and reaps until the step exits, forwarding SIGTERM/SIGINT/SIGHUP/SIGQUIT to it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}[platform.machine()]
+# The new mount API has one syscall number on every architecture (asm-generic since 5.2).
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, AT_EMPTY_PATH, AT_RECURSIVE, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x1000, 0x8000, 4
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 1, 2, 4
+# Files and directories a step creates are group-writable: siblings of one herd share datasets.
+STEP_UMASK = 0o002
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 # Python ignores these; an ignored disposition survives exec, so the step must get them back.
@@ -72,6 +79,33 @@ def setns(fd: int, nstype: int) -> None:
         raise _oserror("setns")
 
 
+def open_tree(path: str, readonly: bool) -> int:
+    """A detached copy of the mount tree at *path* (we are real root in the host's mount ns).
+
+    The slice init attaches it with `move_mount`: it never has to resolve *path* itself, which
+    its ephemeral UID may not be allowed to (a checkout under /root, a state dir under 0700).
+    """
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE
+    fd = int(pylibc.syscall(SYS_OPEN_TREE, -100, path.encode(), flags))
+    if fd < 0:
+        raise _oserror(f"open_tree {path}")
+    # struct mount_attr {attr_set, attr_clr, propagation, userns_fd}
+    attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (MOUNT_ATTR_RDONLY if readonly else 0)
+    attr = struct.pack("=QQQQ", attr_set, 0, MS_PRIVATE, 0)
+    rc = pylibc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, len(attr))
+    if rc != 0:
+        err = _oserror(f"mount_setattr {path}")
+        os.close(fd)
+        raise err
+    return fd
+
+
+def move_mount(fd: int, target: str) -> None:
+    rc = pylibc.syscall(SYS_MOVE_MOUNT, fd, b"", -100, target.encode(), MOVE_MOUNT_F_EMPTY_PATH)
+    if rc != 0:
+        raise _oserror(f"move_mount {target}")
+
+
 def raw_clone(flags: int) -> int:
     """fork()-like clone with namespace flags: returns 0 in the child, the pid in the parent."""
     pid = int(pylibc.syscall(SYS_CLONE, flags | signal.SIGCHLD, None, None, None, 0))
@@ -104,6 +138,9 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
         os.setresuid(0, 0, 0)
     if ns.get("mnt"):
         mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+        for tree_fd, target in req.get("_bind_fds", []):
+            move_mount(tree_fd, target)
+            os.close(tree_fd)
         if ns.get("pid"):
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         if req.get("private_tmp", True):
@@ -154,6 +191,7 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
 
     for fwd in FORWARDED:
         signal.signal(fwd, forward)
+    os.umask(STEP_UMASK)
     try:
         step_pid = os.posix_spawnp(
             req["argv"][0], req["argv"], req["env"], setsigdef=RESET_IN_STEP, setsigmask=()
@@ -198,6 +236,16 @@ def _open_log(path: str | None) -> tuple[int, int]:
 
 
 def launch(req: dict[str, Any], host_netns: int) -> int:
+    """Clone and set up one slice; returns its init's pid. Every fd opened here is closed."""
+    opened: list[int] = []
+    try:
+        return _launch(req, host_netns, opened)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _launch(req: dict[str, Any], host_netns: int, opened: list[int]) -> int:
     ns = req["ns"]
     flags = 0
     for key, bit in (
@@ -212,10 +260,10 @@ def launch(req: dict[str, Any], host_netns: int) -> int:
     net = req.get("net", "host")
     if net == "none":
         flags |= CLONE_NEWNET
-    opened: list[int] = []
     out_w, out_keep = _open_log(req.get("stdout"))
+    opened += [out_w, out_keep]
     err_w, err_keep = _open_log(req.get("stderr"))
-    opened += [out_w, out_keep, err_w, err_keep]
+    opened += [err_w, err_keep]
     status_fd = -1
     if req.get("status_path"):
         status_fd = os.open(req["status_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -223,6 +271,12 @@ def launch(req: dict[str, Any], host_netns: int) -> int:
     req["_stdout_fd"], req["_stderr_fd"] = out_w, err_w
     sync_r, sync_w = os.pipe()
     opened += [sync_r, sync_w]
+    binds: list[tuple[int, str]] = []
+    for bind in req.get("binds") or []:
+        fd = open_tree(bind["src"], bool(bind.get("ro", True)))
+        opened.append(fd)
+        binds.append((fd, bind["dst"]))
+    req["_bind_fds"] = binds
     joined = False
     try:
         if net == "isolated":
@@ -267,9 +321,6 @@ def launch(req: dict[str, Any], host_netns: int) -> int:
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         raise
-    finally:
-        for fd in opened:
-            os.close(fd)
     return pid
 
 

@@ -54,6 +54,8 @@ class LaunchRequest:
     uts_ns: bool = True
     ipc_ns: bool = True
     private_tmp: bool = True
+    binds: tuple[tuple[str, str, bool], ...] = ()
+    """(host source, target inside the slice, read-only): attached in the slice's mount ns."""
 
     def to_wire(self, req_id: int) -> bytes:
         msg: dict[str, Any] = {
@@ -73,6 +75,7 @@ class LaunchRequest:
             "secrets_dir": self.secrets_dir,
             "secrets": {k: base64.b64encode(v).decode() for k, v in self.secrets.items()},
             "private_tmp": self.private_tmp,
+            "binds": [{"src": s, "dst": d, "ro": ro} for s, d, ro in self.binds],
             "ns": {
                 "user": self.user_ns,
                 "pid": self.pid_ns,

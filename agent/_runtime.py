@@ -1,7 +1,9 @@
 """SliceRuntime: what the agent daemon calls to run, watch, stop and recover slices on this node.
 
 It ties the pieces together: a per-slice cgroup (agent/_cgroups.py), a launch through the fork
-server (agent/_launcher.py), log pumps into per-slice files (agent/_logs.py), and a small state
+server (agent/_launcher.py), dataset paths and the herd's shared GID (agent/_datasets.py), the
+work dir and (for ``python:`` steps) the runink package bind-mounted into the slice at fixed
+paths, log pumps into per-slice files (agent/_logs.py), and a small state
 directory per slice (``<state>/<id>/state.json``, written atomically) from which `recover` re-attaches
 to slices that outlived an agent crash, or reports them lost and cleans them up. Slice life::
 
@@ -28,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from runink.agent import _cgroups, _launcher, _logs, _metrics
+from runink.agent import _cgroups, _datasets, _launcher, _logs, _metrics
 
 Reason = Literal[
     "Completed",
@@ -41,18 +43,52 @@ Reason = Literal[
     "Lost",
 ]
 SECRETS_DIR = "/run/runink/secrets"
+LIB_DIR = "/run/runink/lib"
+"""Inside a slice: the runink package is bind-mounted read-only at ``LIB_DIR/runink``."""
+WORK_DIR = "/run/runink/work"
+"""Inside a slice: its private work dir (context.json, results.json, metrics.json)."""
 STATE_FILE = "state.json"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+"""The directory holding the ``runink`` package's ``__init__.py`` (the checkout root here)."""
 
 
-def _default_python() -> str:
-    # Slices run as unprivileged host uids: an interpreter under /root (pyenv) is out of reach.
-    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+def _not_runnable_by_slices(path: str) -> str | None:
+    """Why an unprivileged UID cannot execute *path*, or None when it can."""
+    real = os.path.realpath(path)
+    if not os.path.isfile(real):
+        return f"{path} does not exist"
+    # Both the path as given (a venv's bin/) and where its symlinks lead (a pyenv under /root).
+    bad = _datasets.unreachable_ancestor(Path(path).absolute().parent)
+    bad = bad or _datasets.unreachable_ancestor(Path(real).parent)
+    if bad is not None:
+        return f"{path} ({real}) sits below {bad}, which other users cannot traverse"
+    if not os.stat(real).st_mode & 0o001:
+        return f"{path} ({real}) is not executable by other users"
+    return None
 
 
-def _sdk_path() -> str:
-    """A sys.path entry from which ``import runink.sdk`` works for the step's interpreter."""
-    pkg = Path(__file__).resolve().parent.parent
-    return str(pkg.parent if pkg.name == "runink" else pkg / ".runink-path")
+def choose_python(configured: str | None = None) -> str:
+    """The interpreter for ``python:`` steps: *configured*, else the agent's own, else the
+    system's; each must be executable by the slices' ephemeral UIDs (a pyenv or venv under
+    /root is not). Raises `LaunchError` listing why each candidate was refused."""
+    candidates = (
+        [configured]
+        if configured
+        else [sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]
+    )
+    problems = []
+    for c in candidates:
+        why = _not_runnable_by_slices(c)
+        if why is None:
+            return c
+        problems.append(why)
+    raise _launcher.LaunchError(
+        0,
+        "no Python interpreter that slices can run for a python: step: "
+        + "; ".join(problems)
+        + ". Configure the agent with an interpreter outside private directories "
+        "(e.g. /usr/bin/python3).",
+    )
 
 
 def _utcnow() -> str:
@@ -91,6 +127,7 @@ class SliceSpec:
     timeout: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
+    """Dataset name -> a URI (``file:///abs``) or a bare Dataset name, resolved at start."""
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -180,14 +217,23 @@ class SliceRuntime:
         secrets_dir: str = SECRETS_DIR,
         python: str | None = None,
         cgroup_parent: str = _cgroups.PARENT,
+        datasets_root: str | os.PathLike[str] | None = None,
+        herd_gid_range: tuple[int, int] = (300_000, 365_536),
+        package_dir: str | os.PathLike[str] = PACKAGE_DIR,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.launcher = launcher
         self.layout = layout or _cgroups.detect()
         self.uid_range = uid_range
         self.secrets_dir = secrets_dir
-        self.python = python or _default_python()
+        self.python = python
+        self._step_python: str | None = None
         self.cgroup_parent = cgroup_parent
+        self.datasets_root = Path(
+            datasets_root if datasets_root is not None else self.state_dir.parent / "datasets"
+        )
+        self.herd_gid_range = herd_gid_range
+        self.package_dir = Path(package_dir)
         self._slices: dict[str, _Slice] = {}
         self._tg: asyncio.TaskGroup | None = None
         # Named netns paths pre-wired with a veth (network: isolated); not implemented yet.
@@ -195,8 +241,10 @@ class SliceRuntime:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Slices run as ephemeral uids and must traverse to their own work dir.
         os.chmod(self.state_dir, 0o711)
-        # An empty mount point; each slice mounts its own tmpfs on it in its mount namespace.
-        Path(self.secrets_dir).mkdir(parents=True, exist_ok=True)
+        # Empty mount points; each slice mounts its own tmpfs / bind mounts on them in its own
+        # mount namespace.
+        for mp in (Path(self.secrets_dir), Path(LIB_DIR) / "runink", Path(WORK_DIR)):
+            mp.mkdir(parents=True, exist_ok=True)
 
     async def __aenter__(self) -> SliceRuntime:
         self._tg = asyncio.TaskGroup()
@@ -226,7 +274,9 @@ class SliceRuntime:
 
     def _argv(self, spec: SliceSpec) -> tuple[str, ...]:
         if spec.python is not None:
-            return (self.python, "-m", "runink.sdk._entry", spec.python)
+            if self._step_python is None:
+                self._step_python = choose_python(self.python)
+            return (self._step_python, "-m", "runink.sdk._entry", spec.python)
         if not spec.command:
             raise ValueError(f"slice {spec.id}: neither command nor python is set")
         return spec.command
@@ -246,6 +296,20 @@ class SliceRuntime:
         }
         _atomic_write(s.dir / STATE_FILE, data)
 
+    def _datasets(self, spec: SliceSpec) -> tuple[dict[str, str], dict[str, str], int | None]:
+        """Resolved inputs, outputs and the herd's shared GID (None without a datasets root)."""
+        refs = [*spec.inputs.values(), *spec.outputs.values()]
+        try:
+            root = _datasets.check_root(self.datasets_root)
+        except _datasets.DatasetError:
+            if any(_datasets.is_named(r) for r in refs):
+                raise
+            return dict(spec.inputs), dict(spec.outputs), None
+        _, gid = _datasets.herd_dir(root, spec.herd, self.herd_gid_range)
+        ins = {k: _datasets.resolve(v, spec.herd, root) for k, v in spec.inputs.items()}
+        outs = {k: _datasets.resolve(v, spec.herd, root) for k, v in spec.outputs.items()}
+        return ins, outs, gid
+
     def log_dir(self, spec_id: str) -> Path:
         return self.state_dir / spec_id / "logs"
 
@@ -256,6 +320,8 @@ class SliceRuntime:
             raise RuntimeError("use `async with SliceRuntime(...)`")
         if spec.id in self._slices:
             raise RuntimeError(f"slice {spec.id} is already running")
+        argv = self._argv(spec)
+        inputs, outputs, herd_gid = self._datasets(spec)
         if spec.network == "isolated" and self.netns_pool is None:
             raise _launcher.LaunchError(
                 0, "network: isolated needs a pre-wired netns pool, which this agent lacks"
@@ -266,25 +332,28 @@ class SliceRuntime:
         work = d / "work"
         work.mkdir(parents=True)
         host_uid = self._allocate_uid()
+        gid = herd_gid if herd_gid is not None else host_uid
         cg = _cgroups.SliceCgroup(self.layout, spec.id, self.cgroup_parent)
         r = spec.resources
         cg.create(_cgroups.Limits(r.cpu_millicores, r.memory_bytes, r.pids))
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", **spec.env}
+        binds = [(str(work), WORK_DIR, False)]
         if spec.python is not None:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), _sdk_path()]))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), LIB_DIR]))
+            binds.append((str(self.package_dir), f"{LIB_DIR}/runink", True))
         env.update(
             RUNINK_SLICE=spec.name,
             RUNINK_HERD=spec.herd,
             RUNINK_SLICE_UID=spec.uid,
-            RUNINK_WORK_DIR=str(work),
+            RUNINK_WORK_DIR=WORK_DIR,
             RUNINK_SECRETS_DIR=self.secrets_dir,
         )
         for var, secret in spec.secret_env.items():
             env[var] = spec.secrets[secret].decode()
         ctx = {
             "params": spec.params,
-            "inputs": spec.inputs,
-            "outputs": spec.outputs,
+            "inputs": inputs,
+            "outputs": outputs,
             "secrets": sorted(spec.secrets),
             "secret_env": spec.secret_env,
         }
@@ -300,11 +369,11 @@ class SliceRuntime:
         s = _Slice(spec.id, spec.name, spec.herd, spec.uid, d, cg, host_uid, _utcnow())
         s.done = asyncio.get_running_loop().create_future()
         req = _launcher.LaunchRequest(
-            argv=self._argv(spec),
+            argv=argv,
             env=env,
             hostname=spec.name[:63],
             uid=host_uid,
-            gid=host_uid,
+            gid=gid,
             cgroup_procs=tuple(cg.procs_files()),
             network=spec.network,
             cwd="/tmp",
@@ -313,6 +382,7 @@ class SliceRuntime:
             status_path=str(d / "status"),
             secrets_dir=self.secrets_dir,
             secrets=dict(spec.secrets),
+            binds=tuple(binds),
         )
         try:
             s.pid = await self.launcher.launch(req)

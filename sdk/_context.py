@@ -45,10 +45,21 @@ class Context:
         self._metrics: dict[str, float] = {}
 
     def secret(self, name: str) -> bytes:
-        """A secret's value: from its file, or from the env var the step mapped it to."""
+        """A secret's value: from its file, or from the env var the step mapped it to.
+
+        *name* is a file under the secrets dir (``report-signing/hmac-key``), or just a key
+        (``hmac-key``) when exactly one of the step's secrets has that key.
+        """
         path = self.secrets_dir / name
         if path.exists():
             return path.read_bytes()
+        if "/" not in name and self.secrets_dir.is_dir():
+            matches = sorted(self.secrets_dir.glob(f"*/{name}"))
+            if len(matches) == 1:
+                return matches[0].read_bytes()
+            if len(matches) > 1:
+                found = ", ".join(str(m.relative_to(self.secrets_dir)) for m in matches)
+                raise KeyError(f"secret key {name!r} is ambiguous ({found}); name the secret too")
         for var, secret in self._secret_env.items():
             if secret == name and var in os.environ:
                 return os.environ[var].encode()

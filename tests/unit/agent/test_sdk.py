@@ -75,3 +75,15 @@ def test_entry_exit_codes(
     assert _entry.main(["stepmod_bad:missing"]) == 2
     assert _entry.main(["no-colon"]) == 2
     sys.modules.pop("stepmod_bad", None)
+
+
+def test_secret_by_key_when_the_file_sits_under_its_secret(work: Path) -> None:
+    secrets = work / "secrets"
+    (secrets / "report-signing").mkdir()
+    (secrets / "report-signing" / "hmac-key").write_bytes(b"k")
+    assert Context().secret("hmac-key") == b"k"
+    assert Context().secret("report-signing/hmac-key") == b"k"
+    (secrets / "other").mkdir()
+    (secrets / "other" / "hmac-key").write_bytes(b"j")
+    with pytest.raises(KeyError, match="ambiguous"):
+        Context().secret("hmac-key")
