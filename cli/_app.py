@@ -327,12 +327,19 @@ async def _describe(ctx: Ctx, info: schemas.KindInfo, obj: Obj) -> str:
     lines.append(
         "Owners:       " + (", ".join(f"{o['kind']}/{o['name']}" for o in owners) or "<none>")
     )
+    # A run's status carries a snapshot of its pipeline and per-step detail: show the steps as a
+    # table instead of pages of YAML (the full object is one `-o yaml` away).
+    hidden = (
+        {"conditions", "pipelineSpec", "steps"} if info.kind == "PipelineRun" else {"conditions"}
+    )
     for section in ("spec", "status"):
         if obj.get(section):
-            body = {k: v for k, v in obj[section].items() if k != "conditions"}
+            body = {k: v for k, v in obj[section].items() if k not in hidden}
             if body:
                 lines.append(f"{section.capitalize()}:")
                 lines += ["  " + ln for ln in schemas.dump_yaml(body).rstrip().splitlines()]
+    if info.kind == "PipelineRun":
+        lines += _run_steps(obj)
     conditions = (obj.get("status") or {}).get("conditions") or []
     lines.append("Conditions:")
     if conditions:
@@ -376,6 +383,29 @@ async def _describe(ctx: Ctx, info: schemas.KindInfo, obj: Obj) -> str:
     else:
         lines.append("  <none>")
     return "\n".join(lines) + "\n"
+
+
+def _run_steps(run: Obj) -> list[str]:
+    st = run.get("status") or {}
+    spec = st.get("pipelineSpec") or {}
+    order = [s["name"] for s in [*(spec.get("steps") or []), *(spec.get("finally") or [])]]
+    steps = st.get("steps") or {}
+    rows = []
+    for name in order or sorted(steps):
+        s = steps.get(name) or {}
+        results = ", ".join(f"{k}={v}" for k, v in (s.get("results") or {}).items())
+        rows.append(
+            [
+                name,
+                str(s.get("phase", "Pending")),
+                str(s.get("attempts", 0)),
+                str(len(s.get("slices") or [])),
+                results[:40],
+                str(s.get("message") or "")[:70],
+            ]
+        )
+    table = _output.plain_table(["STEP", "PHASE", "ATTEMPTS", "SLICES", "RESULTS", "MESSAGE"], rows)
+    return ["Steps:", *("  " + ln for ln in table.splitlines())]
 
 
 # -- delete -----------------------------------------------------------------------------------
