@@ -125,7 +125,16 @@ def _owned_yaml(obj: Obj | None) -> list[str]:
         "metadata": {k: meta[k] for k in ("labels", "annotations") if meta.get(k)},
         "spec": obj.get("spec"),
     }
-    return schemas.dump_yaml(view).splitlines(keepends=True)
+    return schemas.dump_yaml(_sorted(view)).splitlines(keepends=True)
+
+
+def _sorted(value: Any) -> Any:
+    # The server may return keys in another order than the dry run: compare content, not order.
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 async def diff(

@@ -219,24 +219,32 @@ def _path_keys(path: tuple[str, ...]) -> tuple[str | int, ...]:
 
 
 def allowed_herds(source: Obj) -> set[str] | None:
-    """The Herds a GitSource may write into; ``None`` means every Herd (a cluster-wide source
-    without targetHerds)."""
-    herd = (source.get("metadata") or {}).get("herd")
-    targets = set((source.get("spec") or {}).get("targetHerds") or [])
+    """The Herds a GitSource may write into; ``None`` means every Herd.
+
+    targetHerds when set; else the source's own Herd; a ``clusterWide`` source without
+    targetHerds (or one without a herd) may write into every Herd."""
+    meta = source.get("metadata") or {}
+    spec = source.get("spec") or {}
+    targets = set(spec.get("targetHerds") or [])
     if targets:
         return targets
-    return {herd} if herd else None
+    if spec.get("clusterWide") or not meta.get("herd"):
+        return None
+    return {str(meta["herd"])}
 
 
 def check_targets(source: Obj, desired: Iterable[Desired]) -> None:
-    """``Forbidden`` naming every object outside the allowed Herds (the whole revision fails)."""
-    herd = (source.get("metadata") or {}).get("herd")
+    """``Forbidden`` naming every object outside the allowed Herds (the whole revision fails).
+
+    Cluster-scoped objects (Herds, ClusterRoles, ...) need ``spec.clusterWide``."""
+    spec = source.get("spec") or {}
+    cluster_ok = bool(spec.get("clusterWide")) or not (source.get("metadata") or {}).get("herd")
     allowed = allowed_herds(source)
     bad: list[str] = []
     for d in desired:
         if not d.namespaced:
-            if herd is not None:
-                bad.append(f"{_show(d.key)} ({d.file}) is cluster-scoped")
+            if not cluster_ok:
+                bad.append(f"{_show(d.key)} ({d.file}) is cluster-scoped (needs spec.clusterWide)")
         elif allowed is not None and d.key[1] not in allowed:
             bad.append(f"{_show(d.key)} ({d.file}) is in herd {d.key[1]!r}")
     if bad:
@@ -441,6 +449,17 @@ class GitSourceReconciler:
             status["lastAttemptedRevision"] = revision
             await self._failed(source, work, e)
         return _types.Result(requeue_after=interval * (1.0 + self.rng.uniform(0, self.jitter)))
+
+    async def read_desired(self, source: Obj) -> tuple[str, list[Desired]]:
+        """The revision ``source`` follows now and its validated objects (``runink gitops diff``).
+
+        Raises ``Invalid`` (file and line), ``Forbidden`` (a Herd not allowed), ``NotFound`` (no
+        such ref or path) or ``Unavailable`` (git failed)."""
+        spec = source.get("spec") or {}
+        revision, files = await self._read(spec, _git.local_path(str(spec.get("url", ""))))
+        desired = desired_objects(files, default_herd=default_herd(source))
+        check_targets(source, desired)
+        return revision, desired
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -859,5 +878,6 @@ __all__ = [
     "check_targets",
     "desired_objects",
     "field_manager",
+    "inventory_keys",
     "sync_wanted",
 ]

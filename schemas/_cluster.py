@@ -377,6 +377,9 @@ class GitSourceSpec(_base.Model):
     """Secret with Git credentials (keys: username/password, or identity for SSH)."""
     watch: Literal["commits", "worktree"] = "commits"
     """commits: sync committed revisions; worktree: also uncommitted changes of a local checkout (development)."""
+    cluster_wide: bool = False
+    """A platform repository: may write cluster-scoped objects (Herds, ClusterRoles) and objects in
+    any Herd (targetHerds, when set, still limits the Herds). Needs a cluster-admin identity."""
 
 
 class InventoryEntry(_base.Model):
