@@ -7,15 +7,24 @@ whole daemon with ``Agent(client, runtime, AgentConfig(node_name=...)).run()``.
 
 from runink.agent._cgroups import Limits, Usage, detect as detect_cgroups
 from runink.agent._daemon import Agent, AgentConfig, Client, run_agent, spec_from_slice
+from runink.agent._datasets import DatasetError
 from runink.agent._launcher import Launcher, LaunchError, LaunchRequest
-from runink.agent._logs import follow as follow_logs, tail as tail_logs
+from runink.agent._logs import SliceLogSource, follow as follow_logs, tail as tail_logs
 from runink.agent._metrics import SliceCollector, make_registry
-from runink.agent._runtime import Outcome, Recovered, Resources, SliceRuntime, SliceSpec
+from runink.agent._runtime import (
+    Outcome,
+    Recovered,
+    Resources,
+    SliceRuntime,
+    SliceSpec,
+    choose_python,
+)
 
 __all__ = [
     "Agent",
     "AgentConfig",
     "Client",
+    "DatasetError",
     "LaunchError",
     "LaunchRequest",
     "Launcher",
@@ -24,9 +33,11 @@ __all__ = [
     "Recovered",
     "Resources",
     "SliceCollector",
+    "SliceLogSource",
     "SliceRuntime",
     "SliceSpec",
     "Usage",
+    "choose_python",
     "detect_cgroups",
     "follow_logs",
     "make_registry",

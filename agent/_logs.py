@@ -4,7 +4,8 @@ back with tail and follow (what the API serves for ``runink logs -f``).
 Lines are stored in the Kubernetes CRI log format, ``<RFC 3339 time> <stream> <F|P> <text>`` (P marks
 a partial line cut at `MAX_LINE`), so one file interleaves both streams in arrival order.
 ``current.log`` rotates to ``current.log.1`` .. ``.N`` at ``max_bytes``; a ``done`` marker tells
-followers that no more lines will come. The agent's runtime (agent/_runtime.py) owns the pumps.
+followers that no more lines will come. The agent's runtime (agent/_runtime.py) owns the pumps;
+`SliceLogSource` is what the API server mounts (its ``LogSource``) to serve ``runink logs [-f]``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Protocol
+
+from runink.schemas import errors
 
 CURRENT = "current.log"
 DONE = "done"
@@ -152,3 +156,59 @@ async def follow(
             if done:
                 return
             await asyncio.sleep(poll)
+
+
+def _text(line: str) -> bytes:
+    """A stored CRI line back to what the step wrote (a ``P`` line gets no newline)."""
+    parts = line.split(" ", 3)
+    if len(parts) < 3 or parts[2] not in ("F", "P"):
+        return (line + "\n").encode()
+    text = parts[3] if len(parts) == 4 else ""
+    return text.encode() + (b"\n" if parts[2] == "F" else b"")
+
+
+class SliceLogSource:
+    """The API server's ``LogSource`` over this node's slice logs.
+
+    *find* maps (herd, slice name) to the log directory, or None when the slice never ran here
+    (pass ``lambda h, n: rt.log_dir(sid) if (sid := rt.find(h, n)) else None``; `for_runtime`
+    does). Yields the step's output as written (both streams, in arrival order); with *follow*
+    it keeps going until the slice ends.
+    """
+
+    def __init__(self, find: Callable[[str, str], Path | None], poll: float = 0.05) -> None:
+        self._find = find
+        self.poll = poll
+
+    @classmethod
+    def for_runtime(cls, runtime: _HasLogs) -> SliceLogSource:
+        def find(herd: str, name: str) -> Path | None:
+            sid = runtime.find(herd, name)
+            return runtime.log_dir(sid) if sid is not None else None
+
+        return cls(find)
+
+    async def read(
+        self, herd: str, slice: str, *, follow: bool, tail: int | None
+    ) -> AsyncIterator[bytes]:
+        directory = self._find(herd, slice)
+        if directory is None or not directory.exists():
+            raise errors.NotFound(f"no logs for slice {herd}/{slice} on this node")
+        if follow:
+            async for line in _follow(directory, tail, self.poll):
+                yield _text(line)
+        else:
+            for line in _tail(directory, tail):
+                yield _text(line)
+
+
+# read()'s keyword names (the API's LogSource Protocol) shadow these two functions.
+_follow, _tail = follow, tail
+
+
+class _HasLogs(Protocol):
+    """What `SliceLogSource.for_runtime` needs (satisfied by `SliceRuntime`)."""
+
+    def find(self, herd: str, name: str) -> str | None: ...
+
+    def log_dir(self, spec_id: str) -> Path: ...

@@ -235,6 +235,7 @@ class SliceRuntime:
         self.herd_gid_range = herd_gid_range
         self.package_dir = Path(package_dir)
         self._slices: dict[str, _Slice] = {}
+        self._by_name: dict[tuple[str, str], str] = {}  # (herd, slice name) -> latest id
         self._tg: asyncio.TaskGroup | None = None
         # Named netns paths pre-wired with a veth (network: isolated); not implemented yet.
         self.netns_pool: list[str] | None = None
@@ -309,6 +310,22 @@ class SliceRuntime:
         ins = {k: _datasets.resolve(v, spec.herd, root) for k, v in spec.inputs.items()}
         outs = {k: _datasets.resolve(v, spec.herd, root) for k, v in spec.outputs.items()}
         return ins, outs, gid
+
+    def find(self, herd: str, name: str) -> str | None:
+        """The runtime id of the latest slice *name* of *herd* run here (also from a previous
+        agent process: its state dir is still on disk), or None."""
+        sid = self._by_name.get((herd, name))
+        if sid is not None:
+            return sid
+        prefix = f"{herd}.{name}."
+        found = [
+            d
+            for d in (self.state_dir.iterdir() if self.state_dir.exists() else [])
+            if d.name.startswith(prefix) and len(d.name) == len(prefix) + 8 and d.is_dir()
+        ]
+        if not found:
+            return None
+        return max(found, key=lambda d: d.stat().st_mtime).name
 
     def log_dir(self, spec_id: str) -> Path:
         return self.state_dir / spec_id / "logs"
@@ -393,6 +410,7 @@ class SliceRuntime:
             raise
         s.pid_start = _proc_starttime(s.pid)
         self._slices[spec.id] = s
+        self._by_name[spec.herd, spec.name] = spec.id
         self._save(s, {"service_account": spec.service_account})
         self._tg.create_task(self._watch(s, out_fd, err_fd, spec.timeout))
         return s.pid
@@ -561,6 +579,7 @@ class SliceRuntime:
             alive = bool(s.pid) and _proc_starttime(s.pid) == s.pid_start
             if alive:
                 self._slices[s.spec_id] = s
+                self._by_name[s.herd, s.name] = s.spec_id
                 fds = []
                 for name in ("stdout", "stderr"):
                     try:
