@@ -14,8 +14,10 @@ position (``log[-1]``, ``log[diff:]``) on every tick.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import threading
+import zlib
 from typing import Any
 
 import lmdb
@@ -166,7 +168,204 @@ def install_factory() -> None:
         _psyncobj.createJournal = create
 
 
-def stage(journal: LmdbJournal) -> None:
+def stage(journal: LmdbJournal | FileJournal) -> None:
     """The next ``SyncObj`` constructed on this thread uses ``journal`` as its Raft log."""
     install_factory()
     _pending.journal = journal
+
+
+_REC = struct.Struct(">IIQQ")  # crc32 of the rest, command length, index, term
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _record(command: bytes, idx: int, term: int) -> bytes:
+    body = struct.pack(">QQ", idx, term) + command
+    return _REC.pack(zlib.crc32(body), len(command), idx, term) + command
+
+
+class FileJournal(_pjournal.Journal):  # type: ignore[misc]
+    """pysyncobj ``Journal`` as an append-only file of CRC-checked records, one ``fdatasync`` per
+    ``flush()`` (an LMDB commit costs two syncs: data, then its meta page).
+
+    ``<dir>/log``: records ``[crc32][len][idx][term][command]``; a torn or corrupt tail (a crash
+    mid-write) is cut at load. Conflict truncation is an ``ftruncate``; compaction rewrites the
+    kept tail to a new file, fsyncs and renames it. ``<dir>/vote.json`` (term, vote) is replaced
+    durably before any message reflecting it leaves; ``<dir>/commit`` is a hint, written lazily.
+    Same threading and ``batching``/``pending``/``flush`` contract as ``LmdbJournal``.
+    """
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        self._dir = path
+        self._log = os.path.join(path, "log")
+        self.batching = False
+        self._dirty = False
+        self._entries: list[Entry] = []
+        self._offsets: list[int] = []
+        # Entries cut by deleteEntriesFrom but still on disk: pysyncobj's follower cuts after
+        # prevLogIdx on every AppendEntries and re-adds the same entries (research/store.md 1.5e);
+        # identical re-adds are taken back without I/O, and the file is cut only on a difference.
+        self._cut: list[Entry] = []
+        self._cut_offsets: list[int] = []
+        created = not os.path.exists(self._log)
+        self._fd = os.open(self._log, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        if created:
+            _fsync_dir(path)
+        self._size = self._load()
+        self._vote: dict[str, Any] = self._read_json("vote.json")
+        self._commit = int(self._read_json("commit").get("commit", 1))
+
+    def _load(self) -> int:
+        with open(self._log, "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos + _REC.size <= len(data):
+            crc, n, idx, term = _REC.unpack_from(data, pos)
+            end = pos + _REC.size + n
+            command = data[pos + _REC.size : end]
+            if end > len(data) or zlib.crc32(struct.pack(">QQ", idx, term) + command) != crc:
+                break
+            self._entries.append((command, idx, term))
+            self._offsets.append(pos)
+            pos = end
+        if pos != len(data):
+            os.ftruncate(self._fd, pos)  # a torn tail: the entry was never acknowledged
+            os.fdatasync(self._fd)
+        return pos
+
+    def _read_json(self, name: str) -> dict[str, Any]:
+        try:
+            with open(os.path.join(self._dir, name)) as f:
+                value = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _write_json(self, name: str, value: dict[str, Any], *, durable: bool) -> None:
+        path = os.path.join(self._dir, name)
+        with open(path + ".tmp", "w") as f:
+            json.dump(value, f)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.rename(path + ".tmp", path)
+        if durable:
+            _fsync_dir(self._dir)
+
+    @property
+    def pending(self) -> bool:
+        return self._dirty
+
+    def flush(self) -> None:
+        self._settle_cut()
+        if self._dirty:
+            os.fdatasync(self._fd)
+            self._dirty = False
+
+    def _settle_cut(self) -> None:
+        if self._cut:
+            size = self._cut_offsets[0]
+            os.ftruncate(self._fd, size)
+            self._size = size
+            self._cut, self._cut_offsets = [], []
+            self._dirty = True
+
+    def _changed(self) -> None:
+        self._dirty = True
+        if not self.batching:
+            self.flush()
+
+    # -- pysyncobj Journal interface -----------------------------------------------------------
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        command = bytes(command)
+        if self._cut:
+            if self._cut[0] == (command, idx, term):
+                self._entries.append(self._cut.pop(0))
+                self._offsets.append(self._cut_offsets.pop(0))
+                return
+            self._settle_cut()
+        rec = _record(command, idx, term)
+        os.write(self._fd, rec)
+        self._entries.append((command, idx, term))
+        self._offsets.append(self._size)
+        self._size += len(rec)
+        self._changed()
+
+    def clear(self) -> None:
+        self._settle_cut()
+        self._truncate(0)
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        self._settle_cut()
+        if entryFrom < len(self._entries):
+            self._cut = self._entries[entryFrom:]
+            self._cut_offsets = self._offsets[entryFrom:]
+            del self._entries[entryFrom:]
+            del self._offsets[entryFrom:]
+            if not self.batching:
+                self.flush()
+
+    def _truncate(self, i: int) -> None:
+        size = self._offsets[i] if i < len(self._offsets) else self._size
+        os.ftruncate(self._fd, size)
+        self._size = size
+        del self._entries[i:]
+        del self._offsets[i:]
+        self._changed()
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        # Compaction (after a snapshot): rewrite the kept tail into a new file, then swap.
+        self._settle_cut()
+        keep = self._entries[entryTo:]
+        tmp = self._log + ".tmp"
+        with open(tmp, "wb") as f:
+            for command, idx, term in keep:
+                f.write(_record(command, idx, term))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self._log)
+        _fsync_dir(self._dir)
+        os.close(self._fd)
+        self._fd = os.open(self._log, os.O_RDWR | os.O_APPEND)
+        self._entries, self._offsets = [], []
+        self._size = self._load()
+        self._dirty = False
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _destroy(self) -> None:
+        self.flush()
+        self._write_json("commit", {"commit": self._commit}, durable=False)
+        os.close(self._fd)
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        # A hint for restarts (the leader re-teaches it); written once a second, not synced.
+        self._commit = raftCommitIndex
+
+    def getRaftCommitIndex(self) -> int:
+        return self._commit
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        self._vote = {"term": term, "vote": votedForNodeId}
+        self._write_json("vote.json", self._vote, durable=True)
+
+    def getCurrentTerm(self) -> int:
+        return int(self._vote.get("term", 0))
+
+    def getVotedForNodeId(self) -> Any:
+        return self._vote.get("vote")
+
+    def onOneSecondTimer(self) -> None:
+        self._write_json("commit", {"commit": self._commit}, durable=False)

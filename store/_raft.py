@@ -141,7 +141,7 @@ class _Transport(TCPTransport):  # type: ignore[misc]
     ``release()`` after one fsync for the whole poll round: group commit on followers.
     """
 
-    journal: _journal.LmdbJournal | None = None
+    journal: _journal.FileJournal | None = None
     blocked: frozenset[str] = frozenset()
     held: list[tuple[Any, Any]]
 
@@ -170,6 +170,10 @@ class _Transport(TCPTransport):  # type: ignore[misc]
         if node is not None and node.id in self.blocked:
             return
         super()._onMessageReceived(node, message)
+
+
+def _noop() -> None:
+    pass
 
 
 def _boot_id() -> str:
@@ -293,6 +297,19 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._apply_fn = apply
         super().__init__(*args, **kwargs)
 
+    def _checkCommandsToApply(self) -> None:
+        # With appendEntriesUseBatch=False pysyncobj sends an AppendEntries round per queued
+        # command; under concurrent load that is one pickle+encrypt+send per command per peer.
+        # Drain the whole queue first, then send one round carrying every new entry.
+        before = len(self._SyncObj__raftLog)
+        self._SyncObj__sendAppendEntries = _noop
+        try:
+            super()._checkCommandsToApply()
+        finally:
+            del self._SyncObj__sendAppendEntries
+        if len(self._SyncObj__raftLog) != before and self._SyncObj__raftState == _LEADER:
+            self._SyncObj__sendAppendEntries()
+
     @replicated  # type: ignore[untyped-decorator]
     def apply(self, command: bytes) -> Any:
         # pysyncobj bumps raftLastApplied after this returns: +1 is this entry's log index.
@@ -311,7 +328,7 @@ class ReplicatedBarn:
         self._local = _local.LocalBarn(
             self._backend, committer=self._committer, retention=config.retention
         )
-        self._journal = _journal.LmdbJournal(os.path.join(config.data_dir, "raftlog"))
+        self._journal = _journal.FileJournal(os.path.join(config.data_dir, "raftlog"))
         self._txn: _lmdb.LmdbWriteTxn | None = None  # the tick's open state transaction
         self._applied: list[_fsm.ApplyResult] = []  # applied this tick, not yet delivered
         self._applied_index = 0
@@ -748,6 +765,7 @@ def _crc_file(path: str) -> tuple[int, int]:
             crc = zlib.crc32(chunk, crc)
             size += len(chunk)
     return crc, size
+
 
 def _fail(err: int) -> errors.RuninkError:
     if err in _MAYBE:
