@@ -22,7 +22,7 @@ import importlib
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,8 @@ from runink.store import _api
 
 SecretResolver = Callable[[str, str], Mapping[str, bytes]]
 """(herd, secret name) -> {key: value}: how the agent obtains a Secret's clear data."""
+AsyncSecretResolver = Callable[[str, str], Awaitable[Mapping[str, bytes]]]
+"""The same, asking the API server (``runink.api.Client.reveal``) for a standalone agent."""
 
 
 class Client(Protocol):
@@ -241,11 +243,14 @@ class Agent:
         runtime: _runtime.SliceRuntime,
         config: AgentConfig,
         resolve_secret: SecretResolver | None = None,
+        *,
+        reveal_secret: AsyncSecretResolver | None = None,
     ) -> None:
         self.client = client
         self.runtime = runtime
         self.config = config
         self.resolve_secret = resolve_secret
+        self.reveal_secret = reveal_secret
         self._tasks: dict[str, asyncio.Task[None]] = {}  # slice key -> its runner
         self._ids: dict[str, str] = {}  # slice key -> runtime id
         self._cancelled: dict[str, str] = {}  # slice key -> cancel reason, once asked to stop
@@ -312,7 +317,7 @@ class Agent:
     async def _run_slice(self, obj: _api.Obj) -> None:
         key = self._key(obj)
         try:
-            spec = spec_from_slice(obj, self.resolve_secret)
+            spec = spec_from_slice(obj, await self._resolver_for(obj))
         except (errors.RuninkError, KeyError, ValueError) as e:
             await self._set_status(obj, phase="Failed", reason="InvalidSpec", message=str(e))
             return
@@ -328,6 +333,17 @@ class Agent:
         await self._set_status(obj, phase="Running", startTime=_now())
         outcome = await self.runtime.wait(spec.id)
         await self._report(obj, outcome)
+
+    async def _resolver_for(self, obj: _api.Obj) -> SecretResolver | None:
+        """A sync resolver for this slice: the configured one, or its secrets fetched first."""
+        if self.reveal_secret is None:
+            return self.resolve_secret
+        herd = obj["metadata"].get("herd") or "default"
+        fetched: dict[str, Mapping[str, bytes]] = {}
+        for use in obj["spec"].get("secrets") or []:
+            if use["secret"] not in fetched:
+                fetched[use["secret"]] = await self.reveal_secret(herd, use["secret"])
+        return lambda _herd, name: fetched[name]
 
     async def _report(self, obj: _api.Obj, o: _runtime.Outcome) -> None:
         reason: str = o.reason
@@ -436,6 +452,7 @@ async def run_agent(
     datasets_root: str | os.PathLike[str] | None = None,
     python: str | None = None,
     resolve_secret: SecretResolver | None = None,
+    reveal_secret: AsyncSecretResolver | None = None,
 ) -> None:
     """Composition helper for `runink agent` / `runink up`: runtime + metrics + Agent.
 
@@ -451,7 +468,7 @@ async def run_agent(
         if metrics_port is not None:
             server = _metrics.serve(_metrics.make_registry(rt), metrics_port)
         try:
-            await Agent(client, rt, config, resolve_secret).run()
+            await Agent(client, rt, config, resolve_secret, reveal_secret=reveal_secret).run()
         finally:
             if server is not None:
                 with contextlib.suppress(OSError):

@@ -188,6 +188,25 @@ class SliceLogSource:
 
         return cls(find)
 
+    @classmethod
+    def for_state_dir(cls, state_dir: str | os.PathLike[str]) -> SliceLogSource:
+        """Logs found from the agent's state dir alone (no runtime object needed): the newest
+        ``<herd>.<slice>.<uid8>/logs`` there. For `runink up`, where `run_agent` owns the runtime."""
+        root = Path(state_dir)
+
+        def find(herd: str, name: str) -> Path | None:
+            prefix = f"{herd}.{name}."
+            dirs = [
+                d
+                for d in (root.iterdir() if root.exists() else [])
+                if d.name.startswith(prefix) and len(d.name) == len(prefix) + 8
+            ]
+            if not dirs:
+                return None
+            return max(dirs, key=lambda d: d.stat().st_mtime) / "logs"
+
+        return cls(find)
+
     async def read(
         self, herd: str, slice: str, *, follow: bool, tail: int | None
     ) -> AsyncIterator[bytes]:

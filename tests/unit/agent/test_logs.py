@@ -6,7 +6,10 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from runink.agent import _logs
+from runink.schemas import errors
 
 
 def texts(lines: list[str]) -> list[str]:
@@ -61,3 +64,19 @@ async def test_follow_streams_until_done(tmp_path: Path) -> None:
         writer.close()
     assert seen[0] == "before"
     assert [s.split()[1] for s in seen[1:]] == [str(i) for i in range(10)]
+
+
+async def test_log_source_serves_the_newest_slice_of_that_name(tmp_path: Path) -> None:
+    old, new = tmp_path / "team.etl.aaaaaaaa", tmp_path / "team.etl.bbbbbbbb"
+    for d, text in ((old, b"old"), (new, b"new")):
+        w = _logs.LogWriter(d / "logs")
+        w.write_line("stdout", text)
+        w.write_line("stderr", b"half", partial=True)
+        w.close()
+    os.utime(old, (1, 1))
+    src = _logs.SliceLogSource.for_state_dir(tmp_path)
+    got = b"".join([c async for c in src.read("team", "etl", follow=True, tail=None)])
+    assert got == b"new\nhalf"
+    with pytest.raises(errors.NotFound):
+        async for _ in src.read("team", "etl-2", follow=False, tail=None):
+            pass

@@ -1,0 +1,131 @@
+"""``runink agent``: a standalone Runi Agent joining a cluster through the API server.
+
+The composition root for one node: it starts the fork server first (agent.Launcher), then runs
+`runink.agent.run_agent` with `runink.api.Client` as the agent's Client (TLS, the credentials of
+the client config context, or ``--server`` to point it elsewhere) and Secrets revealed through the
+API. `runink up` runs the same agent in-process instead (cli/_up.py). Wiring in cli/_app.py:
+``from runink.cli import _agent`` and ``_agent.add_parser(sub)`` in `build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runink import agent, api
+from runink.schemas import errors
+
+if TYPE_CHECKING:
+    from runink.cli import _app
+
+DEFAULT_STATE_DIR = "/var/lib/runink/agent"
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """``zone=a,gpu=true`` -> a dict; `errors.Invalid` names the bad item."""
+    out: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise errors.Invalid(f"--labels: {item!r} is not key=value")
+        out[key] = value
+    return out
+
+
+def parse_taints(text: str | None) -> list[dict[str, str]]:
+    """``gpu=true:NoSchedule,spot:PreferNoSchedule`` -> taint dicts, as kubectl taint."""
+    out: list[dict[str, str]] = []
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        kv, colon, effect = item.rpartition(":")
+        if not colon or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise errors.Invalid(
+                f"--taints: {item!r} must be key[=value]:NoSchedule|PreferNoSchedule|NoExecute"
+            )
+        key, _, value = kv.partition("=")
+        taint = {"key": key, "effect": effect}
+        if value:
+            taint["value"] = value
+        out.append(taint)
+    return out
+
+
+def make_client(args: argparse.Namespace) -> api.Client:
+    """The API client from the config context, with ``--server`` overriding its address."""
+    config = api.load_config(Path(args.config) if getattr(args, "config", None) else None)
+    context = config.context(getattr(args, "context", None))
+    if args.server:
+        context = dataclasses.replace(context, server=args.server)
+    base = config.path.parent if config.path else None
+    return api.Client.from_context(context, base, field_manager=f"agent:{args.node_name}")
+
+
+async def run(args: argparse.Namespace, say: Any = print) -> int:
+    if os.geteuid() != 0:
+        raise errors.Forbidden(
+            "runink agent needs root: it creates cgroups, namespaces and ephemeral slice UIDs"
+        )
+    config = agent.AgentConfig(
+        node_name=args.node_name,
+        labels=parse_labels(args.labels),
+        taints=parse_taints(args.taints),
+    )
+    # The fork server first: a small fresh interpreter, started before the agent gets busy.
+    launcher = await asyncio.to_thread(agent.Launcher.start)
+    try:
+        async with make_client(args) as client:
+
+            async def reveal(herd: str, name: str) -> dict[str, bytes]:
+                return await client.reveal(herd, name)
+
+            say(f"runink agent {args.node_name}: state in {args.state_dir}")
+            await agent.run_agent(
+                client,
+                config,
+                args.state_dir,
+                launcher,
+                args.metrics_port,
+                datasets_root=args.datasets_root,
+                python=args.python,
+                reveal_secret=reveal,
+            )
+    finally:
+        await asyncio.to_thread(launcher.close)
+    return 0
+
+
+async def cmd_agent(ctx: _app.Ctx) -> int:
+    def say(text: str) -> None:
+        ctx.streams.write(text + "\n")
+
+    return await run(ctx.args, say)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node-name", required=True, help="the Node this agent registers and serves")
+    p.add_argument("--labels", help="Node labels, e.g. zone=a,disk=ssd")
+    p.add_argument("--taints", help="Node taints, e.g. gpu=true:NoSchedule")
+    p.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        help=f"slice state, work dirs and logs (default {DEFAULT_STATE_DIR})",
+    )
+    p.add_argument(
+        "--datasets-root",
+        help="where named datasets live, <root>/<herd>/<name> (default <state-dir>/../datasets;"
+        " not under /tmp, its parents traversable by other users)",
+    )
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    p.add_argument("--server", help="API server host:port (default: the config context's)")
+    p.add_argument(
+        "--python", help="interpreter for python: steps (default: one the slices can run)"
+    )
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("agent", help="run a node agent that executes the Slices bound to it")
+    add_arguments(p)
+    p.set_defaults(func=cmd_agent)
