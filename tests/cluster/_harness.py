@@ -50,7 +50,9 @@ class Client:
             try:
                 async with asyncio.timeout(timeout):
                     if self._w is None:
-                        self._r, self._w = await asyncio.open_connection("127.0.0.1", self.port)
+                        self._r, self._w = await asyncio.open_connection(
+                            "127.0.0.1", self.port, limit=1 << 28
+                        )
                     assert self._r is not None
                     self._w.write(json.dumps({"op": op, **kw}).encode() + b"\n")
                     await self._w.drain()
@@ -105,6 +107,20 @@ class Cluster:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
             os.write(fd, secret.encode())
             os.close(fd)
+
+    def add_replica(self) -> int:
+        """A new replica (not started) sharing the cluster secret; its peers are all the others."""
+        i = len(self.replicas)
+        r = Replica(i, f"127.0.0.1:{free_port()}", free_port(), os.path.join(self.root, f"r{i}"))
+        os.makedirs(r.data_dir)
+        with open(os.path.join(self.replicas[0].data_dir, "cluster.secret"), "rb") as f:
+            secret = f.read()
+        fd = os.open(os.path.join(r.data_dir, "cluster.secret"), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, secret)
+        os.close(fd)
+        self.replicas.append(r)
+        self.size += 1
+        return i
 
     def start(self, i: int) -> None:
         r = self.replicas[i]

@@ -204,6 +204,8 @@ async def converge(cluster: _harness.Cluster, timeout: float = 60) -> dict[int, 
     while time.monotonic() < deadline:
         digests = {}
         for r in cluster.replicas:
+            if r.proc is None:
+                continue  # killed (or removed) for good by the scenario
             c = cluster.client(r.index)
             try:
                 digests[r.index] = await c.call("digest", timeout=5)
@@ -280,39 +282,51 @@ async def test_sigkill_leader_under_write_load() -> None:
 
 
 async def test_sigstop_leader_neither_reads_nor_acknowledges() -> None:
+    stale: dict[str, Any] = {}
+
     def fault(cluster: _harness.Cluster, wl: Workload) -> Callable[[], Awaitable[None]]:
         async def go() -> None:
             leader = await cluster.leader()
+            before = await cluster.call(leader, "create", obj=_obj("stale", "before"))
             cluster.sigstop(leader)
             new = await cluster.leader(exclude={leader})
-            t0 = time.monotonic()
-            await cluster.call(new, "update", obj=_obj("k0", -1))
-            wl.history["k0"].append(_checkers.Op("write", t0, time.monotonic(), -1))
-            # Wake the old leader and ask it at once, before it hears of the new term. Both ops go
-            # into k0's history: a stale read (not -1 or later) or a write it acknowledged without
-            # a quorum makes the history non-linearizable.
+            await cluster.call(new, "update", obj=_obj("stale", "after"))
+            # Wake the old leader and ask it at once, before it hears of the new term: a
+            # linearizable read must not return "before", and a CAS against the resourceVersion
+            # it still holds must not be acknowledged (the majority moved on).
             old = cluster.client(leader)
             cluster.sigcont(leader)
             try:
-                t0 = time.monotonic()
-                o = await old.call(
-                    "get", kind="Reg", name="k0", herd="h", linearizable=True, timeout=8
-                )
-                wl.history["k0"].append(_checkers.Op("read", t0, time.monotonic(), o["spec"]["v"]))
-                t0 = time.monotonic()
-                await old.call("update", obj=_obj("k0", -2), timeout=8)
-                wl.history["k0"].append(_checkers.Op("write", t0, time.monotonic(), -2))
-            except _harness.RemoteError as exc:
-                if exc.reason == "OutcomeUnknown":
-                    wl.history["k0"].append(_checkers.Op("write", t0, math.inf, -2))
-            except TimeoutError:
-                wl.history["k0"].append(_checkers.Op("write", t0, math.inf, -2))
+                try:
+                    o = await old.call(
+                        "get", kind="Reg", name="stale", herd="h", linearizable=True, timeout=8
+                    )
+                    stale["read"] = o["spec"]["v"]
+                except (_harness.RemoteError, TimeoutError) as exc:
+                    stale["read"] = f"refused: {exc}"
+                try:
+                    cas = _obj("stale", "cas", before["metadata"]["resourceVersion"])
+                    await old.call("update", obj=cas, timeout=8)
+                    stale["cas"] = "acknowledged"
+                except _harness.RemoteError as exc:
+                    stale["cas"] = exc.reason
+                except TimeoutError:
+                    stale["cas"] = "timeout"
             finally:
                 old.close()
+            stale["final"] = (
+                await cluster.call(
+                    new, "get", kind="Reg", name="stale", herd="h", linearizable=True
+                )
+            )["spec"]["v"]
 
         return go
 
     await _scenario(fault)
+    print("stale leader outcomes:", stale)
+    assert stale["read"] != "before", stale
+    assert stale["cas"] != "acknowledged", stale
+    assert stale["final"] == "after", stale
 
 
 async def test_partitioned_replica_rejoins() -> None:
@@ -361,6 +375,34 @@ async def test_lagging_follower_catches_up_through_a_snapshot() -> None:
         info = await cluster.call(follower, "info")
         assert info["snapshots_installed"] >= 1
         assert digests[follower]["revision"] == writes
+
+
+async def test_add_then_remove_member() -> None:
+    async with running() as cluster:
+        leader = await cluster.leader()
+        for i in range(20):
+            await cluster.call(leader, "create", obj=_obj(f"m{i}", i))
+        new = cluster.add_replica()
+        cluster.start(new)
+        await cluster.call(leader, "add_member", address=cluster.replicas[new].raft_addr)
+        digests = await converge(cluster)
+        assert digests[new]["revision"] == 20  # the new member caught up
+
+        # Remove one original follower, then lose another: 2 of the 3 remaining members are
+        # still a quorum; had the removal not taken effect, 2 of 4 would not be.
+        leader = await cluster.leader()
+        gone, lost = [r.index for r in cluster.replicas if r.index not in (leader, new)]
+        await cluster.call(leader, "remove_member", address=cluster.replicas[gone].raft_addr)
+        cluster.kill(gone)
+        cluster.kill(lost)
+        leader = await cluster.leader()
+        await cluster.call(leader, "create", obj=_obj("after-removal", 1))
+        digests = await converge(cluster)
+        assert set(digests) == {leader, new} and digests[new]["revision"] == 21
+        st = await cluster.call(leader, "status")
+        members = {m["address"] for m in st["members"]} | {st["self"]}
+        assert cluster.replicas[gone].raft_addr not in members
+        assert cluster.replicas[new].raft_addr in members
 
 
 async def test_whole_cluster_restart_keeps_everything() -> None:
