@@ -129,11 +129,15 @@ def desired_objects(files: Iterable[_git.File], *, default_herd: str) -> list[De
     out: list[Desired] = []
     seen: dict[Key, str] = {}
     for f in files:
-        try:
-            docs = schemas.load_documents(f.data, f.path)
-        except errors.Invalid as e:
-            problems.extend(e.errors or [errors.FieldError("", e.message, file=f.path)])
-            continue
+        docs: list[schemas.Document] = []
+        # Loading the YAML is most of the cost of a sync: a second load only for the rare files
+        # that hold a SealedSecret (parse_manifests would refuse its unregistered kind).
+        if SEALED_KIND.encode() in f.data:
+            try:
+                docs = schemas.load_documents(f.data, f.path)
+            except errors.Invalid as e:
+                problems.extend(e.errors or [errors.FieldError("", e.message, file=f.path)])
+                continue
         sealed_docs = {d.index for d in docs if d.data.get("kind") == SEALED_KIND}
         if sealed_docs:
             for d in docs:
