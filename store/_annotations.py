@@ -115,7 +115,7 @@ def _index_prefixes(obj: Json) -> list[bytes]:
     model = _part(spec.get("sourceModel") or "")
     ds = _part(spec["annotatedDataRef"]["dataset"])
     state = _part(spec.get("provenance", {}).get("reviewState", "suggested"))
-    return [
+    out = [
         b"a",
         b"t\x00" + typ,
         b"m\x00" + model,
@@ -123,6 +123,10 @@ def _index_prefixes(obj: Json) -> list[bytes]:
         b"d\x00" + ds,
         b"r\x00" + state,
     ]
+    key = spec["annotatedDataRef"].get("recordKey")
+    if key is not None:
+        out.append(b"k\x00" + ds + b"\x00" + _part(key))
+    return out
 
 
 class LmdbAnnotationStore:
@@ -279,7 +283,8 @@ class LmdbAnnotationStore:
         """Annotations matching every given filter, newest first, ``limit`` per page.
 
         ``data_ref`` may hold dataset, version, field, record_key and run. The most selective
-        index is scanned (type+model, dataset, model, type, review state, or all); the other
+        index is scanned (type+model, dataset+record key, dataset, model, type, review state, or
+        all); the other
         filters are checked on each candidate. ``count`` is exact: read from the counters when
         the filters are exactly one index's, otherwise counted by scanning that index.
         """
@@ -294,6 +299,9 @@ class LmdbAnnotationStore:
         if annotation_type is not None and source_model is not None:
             prefix = b"tm\x00" + _part(annotation_type) + b"\x00" + _part(source_model)
             covered = {"type", "model"}
+        elif "dataset" in ref and "record_key" in ref:
+            prefix = b"k\x00" + _part(ref["dataset"]) + b"\x00" + _part(ref["record_key"])
+            covered = {"dataset", "record_key"}
         elif "dataset" in ref:
             prefix, covered = b"d\x00" + _part(ref["dataset"]), {"dataset"}
         elif source_model is not None:
@@ -318,7 +326,7 @@ class LmdbAnnotationStore:
             if "dataset" in ref and "dataset" not in covered and dref["dataset"] != ref["dataset"]:
                 return False
             for k, wire in _REF_FIELDS.items():
-                if k in ref and dref.get(wire) != ref[k]:
+                if k in ref and k not in covered and dref.get(wire) != ref[k]:
                     return False
             conf = spec.get("confidenceScore")
             if min_confidence is not None and (conf is None or conf < min_confidence):
