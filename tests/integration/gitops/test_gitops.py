@@ -256,3 +256,22 @@ async def test_depends_on_waits_for_the_dependency(env: Env) -> None:
     await synced(env, "base", base_rev)
     await synced(env, "apps", apps_rev)
     assert await exists(env, "Pipeline", "app")
+
+
+async def test_worktree_mode_syncs_uncommitted_files(env: Env) -> None:
+    repo = Repo(env.tmp / "repo")
+    repo.write("p1.yaml", pipeline("p1"))
+    repo.commit("p1")
+    await make_source(env, "dev", repo, watch="worktree")
+
+    async def synced_p1() -> bool:
+        st = (await env.source("dev")).get("status") or {}
+        return "+worktree." in str(st.get("syncedRevision"))
+
+    await env.wait_for(synced_p1, "the worktree sync")
+    repo.write("p2.yaml", pipeline("p2"))  # never committed
+
+    async def p2() -> bool:
+        return await exists(env, "Pipeline", "p2")
+
+    await env.wait_for(p2, "an uncommitted manifest to be applied", timeout=5)
