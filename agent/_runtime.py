@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from runink.agent import _cgroups, _datasets, _launcher, _logs, _metrics
+from runink.agent import _cgroups, _datasets, _launcher, _logs, _metrics, _netpool
 
 Reason = Literal[
     "Completed",
@@ -182,6 +183,7 @@ class _Slice:
     stop_reason: Reason | None = None
     done: asyncio.Future[Outcome] | None = None
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    netns: _netpool.Netns | None = None
 
 
 def _proc_starttime(pid: int) -> str:
@@ -220,6 +222,8 @@ class SliceRuntime:
         datasets_root: str | os.PathLike[str] | None = None,
         herd_gid_range: tuple[int, int] = (300_000, 365_536),
         package_dir: str | os.PathLike[str] = PACKAGE_DIR,
+        netns_pool: _netpool.NetnsPool | None = None,
+        netns_pool_size: int = 2,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.launcher = launcher
@@ -237,8 +241,11 @@ class SliceRuntime:
         self._slices: dict[str, _Slice] = {}
         self._by_name: dict[tuple[str, str], str] = {}  # (herd, slice name) -> latest id
         self._tg: asyncio.TaskGroup | None = None
-        # Named netns paths pre-wired with a veth (network: isolated); not implemented yet.
-        self.netns_pool: list[str] | None = None
+        # Pre-wired netns with a veth for `network: isolated` slices (none: such slices fail).
+        if netns_pool is None and netns_pool_size > 0 and _netpool.available():
+            netns_pool = _netpool.NetnsPool(netns_pool_size)
+        self.netns_pool = netns_pool
+        self._pool_task: asyncio.Task[None] | None = None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Slices run as ephemeral uids and must traverse to their own work dir.
         os.chmod(self.state_dir, 0o711)
@@ -250,6 +257,8 @@ class SliceRuntime:
     async def __aenter__(self) -> SliceRuntime:
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
+        if self.netns_pool is not None:
+            self._pool_task = self._tg.create_task(self.netns_pool.run())
         return self
 
     async def __aexit__(
@@ -259,10 +268,17 @@ class SliceRuntime:
         tb: TracebackType | None,
     ) -> None:
         assert self._tg is not None
+        if self._pool_task is not None:
+            self._pool_task.cancel()
         try:
             await self._tg.__aexit__(et, ev, tb)
         finally:
             self._tg = None
+            self._pool_task = None
+            if self.netns_pool is not None:
+                # Every netns goes, also those of slices still running: they lose their network
+                # (the host end of the veth) as they would lose it with the agent's node.
+                await self.netns_pool.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
     def _allocate_uid(self) -> int:
@@ -293,6 +309,7 @@ class SliceRuntime:
             "pid": s.pid,
             "pid_start": s.pid_start,
             "start_time": s.start_time,
+            "netns": asdict(s.netns) if s.netns is not None else None,
             **(extra or {}),
         }
         _atomic_write(s.dir / STATE_FILE, data)
@@ -341,7 +358,9 @@ class SliceRuntime:
         inputs, outputs, herd_gid = self._datasets(spec)
         if spec.network == "isolated" and self.netns_pool is None:
             raise _launcher.LaunchError(
-                0, "network: isolated needs a pre-wired netns pool, which this agent lacks"
+                0,
+                "network: isolated needs a netns pool, which this agent lacks (it must run as "
+                "root with pyroute2 installed); use network: none or host",
             )
         d = self.state_dir / spec.id
         if d.exists():
@@ -402,11 +421,17 @@ class SliceRuntime:
             binds=tuple(binds),
         )
         try:
+            if spec.network == "isolated":
+                assert self.netns_pool is not None
+                s.netns = await self.netns_pool.take()
+                req = dataclasses.replace(req, netns_path=s.netns.path)
             s.pid = await self.launcher.launch(req)
         except BaseException:
             os.close(out_fd)
             os.close(err_fd)
             cg.remove()
+            if s.netns is not None and self.netns_pool is not None:
+                await self.netns_pool.release(s.netns)
             raise
         s.pid_start = _proc_starttime(s.pid)
         self._slices[spec.id] = s
@@ -514,6 +539,8 @@ class SliceRuntime:
         finally:
             writer.close()
         await asyncio.to_thread(s.cgroup.remove)
+        if s.netns is not None and self.netns_pool is not None:
+            await self.netns_pool.release(s.netns)
         (s.dir / STATE_FILE).unlink(missing_ok=True)
         s.done.set_result(outcome)
 
@@ -578,6 +605,9 @@ class SliceRuntime:
             s.done = asyncio.get_running_loop().create_future()
             alive = bool(s.pid) and _proc_starttime(s.pid) == s.pid_start
             if alive:
+                if st.get("netns") and self.netns_pool is not None:
+                    s.netns = _netpool.Netns(**st["netns"])
+                    self.netns_pool.adopt(s.netns)
                 self._slices[s.spec_id] = s
                 self._by_name[s.herd, s.name] = s.spec_id
                 fds = []
@@ -604,6 +634,8 @@ class SliceRuntime:
             await asyncio.to_thread(
                 _cgroups.SliceCgroup(self.layout, stray, self.cgroup_parent).remove
             )
+        if self.netns_pool is not None:
+            await self.netns_pool.sweep()  # netns (and veths) of slices that are gone
         return found
 
 

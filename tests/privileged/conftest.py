@@ -57,7 +57,10 @@ def shared_dir() -> Iterator[Path]:
 async def runtime(
     shared_dir: Path, launcher: _launcher.Launcher, cgroup_parent: str
 ) -> AsyncIterator[_runtime.SliceRuntime]:
-    rt = _runtime.SliceRuntime(shared_dir / "state", launcher, cgroup_parent=cgroup_parent)
+    # No netns pool: tests of `network: isolated` build their own (tests/privileged/test_network.py).
+    rt = _runtime.SliceRuntime(
+        shared_dir / "state", launcher, cgroup_parent=cgroup_parent, netns_pool_size=0
+    )
     async with rt:
         try:
             yield rt
