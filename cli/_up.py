@@ -276,7 +276,17 @@ async def serve(
         for info in plugins:
             if not info.ok:
                 say(f"warning: plugin {info.name} failed to load: {info.error}")
-        server = api.ApiServer(barn, ca_pem=pki.ca.cert_pem, server_pair=pki.server, port=port)
+        server = api.ApiServer(
+            barn,
+            ca_pem=pki.ca.cert_pem,
+            server_pair=pki.server,
+            port=port,
+            # Security: keyring, sealing/SA keys, API keys, bootstrap token and audit log live in
+            # the data dir; the token port (bearer clients: OIDC, API keys, bootstrap) is port+2.
+            security=api.SecurityConfig(data_dir=data_dir),
+            ca_pair=pki.ca,
+            token_port=port + 2 if port else 0,
+        )
         try:
             await _ensure_default_herd(barn)
             bound = await server.start()

@@ -39,9 +39,8 @@ async def test_secret_values_never_reach_disk_or_responses(cluster: Cluster) -> 
         got = await admin.get("Secret", "db", "alpha")
         seen.append(repr(got))
         seen.append(repr((await admin.list("Secret")).items))
-        assert got["metadata"]["annotations"]["runink.io/secret-keys"] == '{"password":%d}' % len(
-            VALUE
-        )
+        keys = got["metadata"]["annotations"]["runink.io/secret-keys"]
+        assert keys == f'{{"password":{len(VALUE)}}}'
         assert "wrappedKey" not in got["spec"]["encrypted"]
         assert (await admin.reveal("alpha", "db")) == {"password": VALUE.encode()}
         # A bad value in an error message must not echo the value either.
