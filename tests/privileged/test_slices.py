@@ -228,8 +228,9 @@ async def test_stop_lets_a_graceful_step_finish(runtime: _runtime.SliceRuntime) 
         "polite",
         py(
             """
-            import signal, sys, time
-            signal.signal(signal.SIGTERM, lambda *a: (print("bye", flush=True), sys.exit(0)))
+            import os, signal, sys, time
+            # os.write: SIGTERM may land while print("ready") is still flushing.
+            signal.signal(signal.SIGTERM, lambda *a: (os.write(1, b"bye\n"), sys.exit(0)))
             print("ready", flush=True)
             time.sleep(60)
             """
