@@ -2,6 +2,9 @@
 
 ``open_local(path)`` gives the embedded, durable single-node Barn on LMDB; ``open_memory()`` the
 same semantics in memory, for tests. Both return a ready ``LocalBarn`` (``await barn.close()``).
+``ReplicatedBarn.open(RaftConfig(...))`` gives one replica of the Raft-replicated Barn (same
+protocol, plus ``leadership()``, ``status()``, ``add_member``/``remove_member``); ``raft_admin``
+asks a replica's Raft port directly (status, membership) with the cluster secret.
 Everything else here is private; the Raft adapter reuses ``_fsm``, ``_lmdb`` and ``_local``.
 """
 
@@ -12,6 +15,15 @@ import os
 from runink.store import _lmdb, _local, _memory
 from runink.store._api import Barn, ListResult, Obj, ObjectKey, Revision, WatchEvent
 from runink.store._local import LocalBarn
+from runink.store._raft import (
+    ClusterStatus,
+    MemberStatus,
+    RaftConfig,
+    ReplicatedBarn,
+    admin as raft_admin,
+    ensure_secret,
+    write_secret,
+)
 
 
 def open_local(path: str | os.PathLike[str], **options: int) -> LocalBarn:
@@ -29,12 +41,19 @@ def open_memory(**options: int) -> LocalBarn:
 
 __all__ = [
     "Barn",
+    "ClusterStatus",
     "ListResult",
     "LocalBarn",
+    "MemberStatus",
     "Obj",
     "ObjectKey",
+    "RaftConfig",
+    "ReplicatedBarn",
     "Revision",
     "WatchEvent",
+    "ensure_secret",
     "open_local",
     "open_memory",
+    "raft_admin",
+    "write_secret",
 ]

@@ -767,6 +767,48 @@ def _crc_file(path: str) -> tuple[int, int]:
     return crc, size
 
 
+def admin(address: str, secret: str, command: builtins.list[str], timeout: float = 10.0) -> Any:
+    """One admin command to the replica whose Raft port is ``address``, over the same encrypted
+    channel as peer traffic (so only holders of the cluster secret can ask): ``["status"]`` (a
+    dict: leader, term, commit/applied index, partners, match indexes), ``["add", addr]`` or
+    ``["remove", addr]`` (a membership change, forwarded to the leader). Blocking."""
+    from pysyncobj.utility import TcpUtility, UtilityException
+
+    try:
+        return TcpUtility(secret, timeout).executeCommand(address, command)
+    except UtilityException as e:
+        raise errors.Unavailable(f"replica {address} did not answer {command[0]!r}: {e}") from e
+
+
+def status_from_admin(raw: dict[str, Any]) -> ClusterStatus:
+    """``ClusterStatus`` from ``admin(addr, secret, ["status"])``'s reply."""
+    leader = raw.get("leader")
+    is_leader = raw.get("state") == _LEADER
+    prefix = "partner_node_status_server_"
+    members = []
+    for key in sorted(k for k in raw if k.startswith(prefix)):
+        addr = key[len(prefix) :]
+        match = raw.get("match_idx_server_" + addr) if is_leader else None
+        members.append(
+            MemberStatus(
+                addr,
+                bool(raw[key]),
+                match,
+                None if match is None else max(0, int(raw["commit_idx"]) - int(match)),
+            )
+        )
+    return ClusterStatus(
+        str(raw.get("self")),
+        None if leader is None else str(leader),
+        is_leader,
+        int(raw.get("raft_term", 0)),
+        int(raw.get("commit_idx", 0)),
+        int(raw.get("last_applied", 0)),
+        -1,  # the store revision is not part of pysyncobj's status
+        members,
+    )
+
+
 def _fail(err: int) -> errors.RuninkError:
     if err in _MAYBE:
         return errors.OutcomeUnknown(
