@@ -763,9 +763,10 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("shell", choices=["bash", "zsh"])
     op.set_defaults(func=cmd_completion)
 
-    from runink.cli import _demo, _runs, _up  # the composition root adds its own flags
+    from runink.cli import _auth, _demo, _runs, _up  # the composition root adds its own flags
 
     _runs.add_parsers(sub)
+    _auth.add_parsers(sub)
     _up.add_parser(sub)
     _demo.add_parser(sub)
     return p

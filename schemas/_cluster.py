@@ -220,7 +220,19 @@ class ServiceAccount(_base.Model):
 
 
 Verb = Literal[
-    "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "reveal", "*"
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "reveal",
+    "escalate",
+    "bind",
+    "impersonate",
+    "*",
 ]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pydantic
 from ruamel import yaml as ryaml
-from ruamel.yaml import comments, constructor, error as yaml_error
+from ruamel.yaml import comments, constructor, error as yaml_error, reader
 
 from runink.schemas import _pipelines, errors, registry
 
@@ -139,6 +139,16 @@ def _scan(text: str, filename: str) -> None:
                 depth -= 1
     except yaml_error.MarkedYAMLError as e:
         raise _broken(filename, max(doc, 0), e) from None
+    except reader.ReaderError as e:
+        # Characters YAML forbids (NUL, most control characters): say which, and where.
+        line = doc_line(text, e.position) if isinstance(e.position, int) else None
+        raise _invalid(
+            filename,
+            max(doc, 0),
+            line,
+            "",
+            f"invalid YAML: character {e.character!r} is not allowed ({e.reason})",
+        ) from None
 
 
 def doc_line(text: str, index: int) -> int:

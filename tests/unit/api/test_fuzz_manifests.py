@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 
-import pytest
 from hypothesis import given, settings, strategies as st
-from ruamel.yaml.reader import ReaderError
 
 from runink import schemas
 from runink.api import _security, _wire
@@ -22,9 +20,6 @@ json_values = st.recursive(
 )
 
 
-# Finding (reported to the schemas owner): a NUL byte makes ruamel's ReaderError escape
-# load_documents instead of an Invalid naming the file. Remove the xfail once it is wrapped.
-@pytest.mark.xfail(raises=ReaderError, strict=True, reason="schemas._yaml lets ReaderError escape")
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=2048))
 def test_yaml_bytes_raise_only_invalid(data: bytes) -> None:
