@@ -230,7 +230,7 @@ async def test_stop_lets_a_graceful_step_finish(runtime: _runtime.SliceRuntime) 
             """
             import os, signal, sys, time
             # os.write: SIGTERM may land while print("ready") is still flushing.
-            signal.signal(signal.SIGTERM, lambda *a: (os.write(1, b"bye\n"), sys.exit(0)))
+            signal.signal(signal.SIGTERM, lambda *a: (os.write(1, b"bye\\n"), sys.exit(0)))
             print("ready", flush=True)
             time.sleep(60)
             """
