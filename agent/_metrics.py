@@ -2,7 +2,8 @@
 
 `SliceCollector` asks a `SliceSource` (the `SliceRuntime`) for a snapshot on every scrape and
 emits ``runink_slice_*`` series labelled ``slice`` and ``herd``; gauges a step published through
-``runink.sdk.Context.metric`` come out as ``runink_step_<name>`` with the same labels. `serve`
+``runink.sdk.Context.metric`` come out as ``runink_step_<name>`` with the same labels (a counter
+when the name ends in ``_total``, else a gauge). `serve`
 exposes a registry holding these and the standard process collector on ``/metrics``.
 """
 
@@ -59,7 +60,7 @@ class SliceCollector(registry.Collector):
         ooms = core.CounterMetricFamily(
             "runink_slice_oom_kills", "OOM kills inside the slice.", labels=labels
         )
-        steps: dict[str, core.GaugeMetricFamily] = {}
+        steps: dict[str, core.GaugeMetricFamily | core.CounterMetricFamily] = {}
         for s in self.source.stats():
             lv = [s.name, s.herd]
             cpu.add_metric(lv, s.usage.cpu_seconds)
@@ -71,8 +72,12 @@ class SliceCollector(registry.Collector):
                 mname = "runink_step_" + _BAD.sub("_", name)
                 fam = steps.get(mname)
                 if fam is None:
-                    fam = steps[mname] = core.GaugeMetricFamily(
-                        mname, f"Published by the step through runink.sdk ({name}).", labels=labels
+                    doc = f"Published by the step through runink.sdk ({name})."
+                    # By convention (and promtool's lint) only counters end in _total.
+                    fam = steps[mname] = (
+                        core.CounterMetricFamily(mname.removesuffix("_total"), doc, labels=labels)
+                        if mname.endswith("_total")
+                        else core.GaugeMetricFamily(mname, doc, labels=labels)
                     )
                 fam.add_metric(lv, value)
         yield from (cpu, mem, peak, pids, ooms)

@@ -123,6 +123,7 @@ class NetnsPool:
 
     def _remove_named(self, name: str) -> None:
         from pyroute2 import netns
+        from pyroute2.netlink.exceptions import NetlinkError
 
         self._all.discard(name)
         with contextlib.suppress(FileNotFoundError, OSError):
@@ -130,7 +131,8 @@ class NetnsPool:
         # Normally the veth goes with its netns; delete the host end if it is still there.
         ipr = self._iproute()
         for idx in ipr.link_lookup(ifname=f"{name}h"):
-            with contextlib.suppress(OSError):
+            # ENODEV: the kernel removed it with the netns between the lookup and the delete.
+            with contextlib.suppress(OSError, NetlinkError):
                 ipr.link("del", index=idx)
 
     # -- the agent's side (event loop) ----------------------------------------------------------

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from runink.agent import _cgroups, _launcher
+from runink.agent import _cgroups, _launcher, _netpool
 
 WARMUP = 10
 
@@ -131,7 +131,9 @@ def main() -> None:
     parent = f"runink-bench-{os.getpid()}"
     uids = iter(range(250_000, 10**9))
 
-    def ours(network: _launcher.NetworkMode, cgroup: bool) -> Callable[[], object]:
+    def ours(
+        network: _launcher.NetworkMode, cgroup: bool, netns_path: str | None = None
+    ) -> Callable[[], object]:
         def run() -> object:
             cg = None
             procs: tuple[str, ...] = ()
@@ -142,7 +144,7 @@ def main() -> None:
             uid = next(uids)
             req = _launcher.LaunchRequest(
                 argv=("/bin/true",), env={}, hostname="bench", uid=uid, gid=uid,
-                cgroup_procs=procs, network=network,
+                cgroup_procs=procs, network=network, netns_path=netns_path,
             )  # fmt: skip
             status = lau.wait_sync(lau.launch_sync(req))
             if status != 0:
@@ -156,6 +158,20 @@ def main() -> None:
         results["runink: user+pid+mnt+uts+ipc, net host"] = measure(ours("host", False), n)
         results["runink: + netns (network none)"] = measure(ours("none", False), n)
         results["runink: + netns + fresh cgroup (6 dirs, limits)"] = measure(ours("none", True), n)
+        # network: isolated joins a netns the pool wired ahead of time; joining costs the same
+        # whichever ready netns it is, so one is reused here. The build itself is timed apart.
+        pool = _netpool.NetnsPool(1, prefix="rkb")
+        built: list[_netpool.Netns] = []
+        try:
+            ns = pool.build()
+            results["runink: isolated (join a pooled netns with veth)"] = measure(
+                ours("isolated", False, ns.path), n
+            )
+            results["netns+veth build (pyroute2; pool refill, off the launch path)"] = measure(
+                lambda: built.append(pool.build()), min(n, 30)
+            )
+        finally:
+            pool.close()
     finally:
         lau.close()
         for b in [p / parent for p in layout.v1.values()] + (
