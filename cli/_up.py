@@ -319,13 +319,32 @@ async def serve(
             await barn.close()
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM sent to *this* process.
+
+    Not ``loop.add_signal_handler``: it routes signals through a wakeup fd that a forked child
+    (pyroute2 and ctypes fork helpers) inherits, so a SIGTERM sent to such a child would stop us.
+    """
+    loop = asyncio.get_running_loop()
+    me = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() == me:
+            loop.call_soon_threadsafe(stop.set)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     data_dir = _data_dir(args)
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signals(stop):
         async with serve(
             data_dir,
             port=args.port,
@@ -346,9 +365,6 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
                 await asyncio.to_thread(Path(args.ready_file).write_text, f"{cluster.port}\n")
             await stop.wait()
             say("shutting down")
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     return 0
 
 
