@@ -9,8 +9,8 @@ import os
 # then only print warnings, and none of those children use gRPC. Set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from runink.cli._app import amain, main  # noqa: E402
-from runink.cli._output import Streams  # noqa: E402
-from runink.cli._up import Cluster, Component, components  # noqa: E402
+from runink.cli._app import amain, main
+from runink.cli._output import Streams
+from runink.cli._up import Cluster, Component, components
 
 __all__ = ["Cluster", "Component", "Streams", "amain", "components", "main"]
