@@ -767,9 +767,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _runs.add_parsers(sub)
     _auth.add_parsers(sub)
+    gp = sub.add_parser("gitops", help="status, sync, suspend, resume or diff a GitSource")
+    gp.add_argument("action", choices=["status", "sync", "suspend", "resume", "diff"])
+    gp.add_argument("source")
+    gp.set_defaults(func=cmd_gitops)
     _up.add_parser(sub)
     _demo.add_parser(sub)
     return p
+
+
+async def cmd_gitops(ctx: Ctx) -> int:
+    from runink.cli import _gitops
+
+    action = getattr(_gitops, ctx.args.action)
+    code: int = await action(ctx.client(), ctx.args.source, ctx.herd, ctx.streams)
+    return code
 
 
 def _report(streams: _output.Streams, err: errors.RuninkError) -> None:
@@ -804,7 +816,10 @@ async def amain(argv: list[str], streams: _output.Streams | None = None) -> int:
         return await func(ctx)
     except errors.RuninkError as e:
         _report(streams, e)
-        return 2 if args.command == "diff" else 1
+        diffing = args.command == "diff" or (
+            args.command == "gitops" and getattr(args, "action", "") == "diff"
+        )
+        return 2 if diffing else 1
     except TimeoutError:
         streams.error("timed out")
         return 1

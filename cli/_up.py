@@ -52,6 +52,7 @@ class Cluster:
     controller_port: int | None = None
     manager: controllers.Manager | None = None
     node_name: str | None = None
+    gitops_path: Path | None = None
 
 
 Component = Callable[[Cluster], Coroutine[Any, Any, None]]
@@ -185,9 +186,34 @@ async def supervise(
         delay = min(delay * 2, 30.0)
 
 
+async def run_gitops(cluster: Cluster) -> None:
+    """The GitOps controller. It applies through the API (server-side apply, field ownership,
+    admission, RBAC), so it runs its own manager over a gRPC client rather than the Barn."""
+    from runink.cli import _gitops
+
+    async with api.Client.from_config(cluster.config_path) as client:
+        if cluster.gitops_path is not None:
+            source = _gitops.source_for_path(cluster.gitops_path)
+            await client.apply(source, "runink-up", force=True)
+        manager = controllers.Manager(client, resync_period=600.0)
+        ops = controllers.GitOps(
+            client, recorder=manager.recorder, cache_dir=cluster.data_dir / "gitops-cache"
+        )
+        manager.add(ops.controller)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(ops.run_watches())
+                tg.create_task(manager.run())
+        finally:
+            manager.stop()
+
+
 def components(*, with_agent: bool = True) -> list[tuple[str, Component]]:
     """Everything ``runink up`` runs beside the API server. Add one line per component."""
-    out: list[tuple[str, Component]] = [("controllers", run_controller_manager)]
+    out: list[tuple[str, Component]] = [
+        ("controllers", run_controller_manager),
+        ("gitops", run_gitops),
+    ]
     if with_agent:
         out.append(("agent", run_local_agent))
     return out
@@ -252,6 +278,10 @@ def write_client_config(
     return config.with_context(ctx).save(path)
 
 
+def _resolved(path: str | None) -> Path | None:
+    return Path(path).expanduser().resolve() if path else None
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
 
@@ -266,6 +296,7 @@ async def serve(
     controller_port: int | None = None,
     with_components: Sequence[tuple[str, Component]] | None = None,
     node_name: str | None = None,
+    gitops_path: Path | None = None,
 ) -> AsyncIterator[Cluster]:
     """Bring the whole single-node cluster up, yield it, and take it down again (also on error)."""
     with data_dir_lock(data_dir):
@@ -301,6 +332,7 @@ async def serve(
                 plugins,
                 controller_port if controller_port is not None else (bound + 1 if port else 0),
                 node_name=node_name,
+                gitops_path=gitops_path,
             )
             async with asyncio.TaskGroup() as tg:
                 tasks = [
@@ -353,6 +385,7 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             controller_port=args.controller_port,
             with_components=components(with_agent=not args.no_agent),
             node_name=args.node_name,
+            gitops_path=_resolved(args.gitops),
         ) as cluster:
             say(f"runink is up: API on 127.0.0.1:{cluster.port}, data in {data_dir}")
             say(f"admin credentials written to {cluster.config_path} (context 'local')")
@@ -360,6 +393,8 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
                 say(
                     f"controllers: metrics and health on http://127.0.0.1:{cluster.controller_port}"
                 )
+            if cluster.gitops_path is not None:
+                say(f"gitops: following {cluster.gitops_path} (GitSource default/local)")
             if args.ready_file:
                 # Written last: its appearance means "the API answers" to `up --detach`.
                 await asyncio.to_thread(Path(args.ready_file).write_text, f"{cluster.port}\n")
@@ -434,6 +469,9 @@ def add_parser(sub: Any) -> None:
         "--no-agent",
         action="store_true",
         help="run no local agent (nodes join with `runink agent`)",
+    )
+    up.add_argument(
+        "--gitops", metavar="PATH", help="follow the Git repository at PATH (prune, self-heal)"
     )
     up.add_argument("--node-name", help="Node name of the local agent (default: the host name)")
     up.add_argument("--ready-file", help=argparse.SUPPRESS)

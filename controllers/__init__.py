@@ -22,6 +22,7 @@ from runink.controllers._controller import (
     resource_version_changed,
 )
 from runink.controllers._gc import FOREGROUND, ORPHAN, GarbageCollector, garbage_collector
+from runink.controllers._gitops import ApplyClient, GitOps, GitSourceReconciler
 from runink.controllers._helpers import (
     EventRecorder,
     add_finalizer,
@@ -54,6 +55,7 @@ __all__ = [
     "GROUP",
     "ORPHAN",
     "AlwaysLeader",
+    "ApplyClient",
     "Client",
     "Clock",
     "Controller",
@@ -61,6 +63,8 @@ __all__ = [
     "ControllerStatus",
     "EventRecorder",
     "GarbageCollector",
+    "GitOps",
+    "GitSourceReconciler",
     "Informer",
     "InformerSet",
     "LeaderElection",

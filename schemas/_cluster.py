@@ -371,12 +371,12 @@ class GitSourceSpec(_base.Model):
     """Directory in the repository holding the manifests (recursively)."""
     interval_seconds: _base.PosInt = 120
     """How often to fetch and reconcile (with jitter)."""
-    prune: bool = True
-    """Delete objects that were applied earlier but are gone from the repository."""
+    prune: bool = False
+    """Delete objects that were applied earlier but are gone from the repository (off by default)."""
     allow_empty: bool = False
     """Allow a sync that finds no manifests (would prune everything)."""
-    self_heal: bool = True
-    """Revert live changes that drift from the repository."""
+    self_heal: bool = False
+    """Revert live changes that drift from the repository; off: drift is only reported."""
     suspend: bool = False
     """Stop syncing."""
     depends_on: list[_base.DnsLabel] = []
