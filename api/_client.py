@@ -25,6 +25,17 @@ from runink.store import _api as barn_api
 Obj = dict[str, Any]
 
 
+def channel_options(target: str) -> list[tuple[str, Any]]:
+    """Options for a target listing several replicas (``ipv4:h1:p1,h2:p2``): gRPC then fails over
+    between them (pick_first), and TLS checks each against the first host's name, not against
+    the whole list."""
+    if "," not in target:
+        return []
+    first = target.split(":", 1)[1] if target.startswith(("ipv4:", "ipv6:")) else target
+    host = first.split(",", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return [("grpc.ssl_target_name_override", host), ("grpc.default_authority", host)]
+
+
 class Client:
     """A connection to one API server. Use ``async with Client.from_config() as c:``."""
 
@@ -52,7 +63,7 @@ class Client:
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
         )
-        self._channel = grpc.aio.secure_channel(target, creds)
+        self._channel = grpc.aio.secure_channel(target, creds, options=channel_options(target))
 
     @classmethod
     def from_context(cls, ctx: _config.Context, base: Path | None = None, **kw: Any) -> Client:

@@ -767,6 +767,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     _runs.add_parsers(sub)
     _auth.add_parsers(sub)
+    from runink.cli import _cluster
+
+    sp = sub.add_parser("server", help="run one control-plane replica (Raft + API + controllers)")
+    _server_args(sp)
+    sp.set_defaults(func=cmd_server)
+    clp = sub.add_parser(
+        "cluster", help="init, join, status or remove members of a replicated cluster"
+    )
+    clsub = clp.add_subparsers(dest="cluster_cmd", required=True)
+    for verb in ("init", "join"):
+        cp_ = clsub.add_parser(verb, help=f"{verb} a cluster and run this replica")
+        if verb == "join":
+            cp_.add_argument("join", metavar="ADDRESS", help="Raft address of a member")
+        _server_args(cp_)
+        cp_.set_defaults(func=cmd_server, init=verb == "init")
+    for verb in ("status", "remove"):
+        cp_ = clsub.add_parser(verb, help=f"{verb} (members, leader, term, indexes, lag)")
+        if verb == "remove":
+            cp_.add_argument("address", help="Raft address of the member to remove")
+        cp_.add_argument("--data-dir", required=True, help="a replica's data dir (for its secret)")
+        cp_.add_argument("--raft-addr", help="the replica to ask (default: from the data dir)")
+        cp_.add_argument("--token", help="the cluster secret (default: from the data dir)")
+        cp_.add_argument("-o", "--output", choices=["table", "json"], default="table")
+        cp_.set_defaults(func=cmd_cluster_admin)
+    del _cluster
     gp = sub.add_parser("gitops", help="status, sync, suspend, resume or diff a GitSource")
     gp.add_argument("action", choices=["status", "sync", "suspend", "resume", "diff"])
     gp.add_argument("source")
@@ -774,6 +799,39 @@ def build_parser() -> argparse.ArgumentParser:
     _up.add_parser(sub)
     _demo.add_parser(sub)
     return p
+
+
+def _server_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--data-dir", required=True)
+    sp.add_argument("--raft-addr", required=True, help="host:port this replica's Raft listens on")
+    sp.add_argument("--peers", default="", help="the other members' Raft addresses, a,b")
+    sp.add_argument("--port", type=int, default=0, help="API port (0: any free port)")
+    sp.add_argument("--token", help="the cluster secret (joining members)")
+    sp.add_argument("--pki-dir")
+    sp.add_argument("--shared-dir")
+    sp.add_argument("--controller-port", type=int)
+    sp.add_argument("--no-controllers", action="store_true")
+    sp.add_argument("--ready-file", help=argparse.SUPPRESS)
+    sp.set_defaults(init=False, join=None)
+
+
+async def cmd_server(ctx: Ctx) -> int:
+    from runink.cli import _cluster
+
+    def say(text: str) -> None:
+        ctx.streams.write(text + "\n")
+
+    return await _cluster.server(ctx.args, say)
+
+
+async def cmd_cluster_admin(ctx: Ctx) -> int:
+    from runink.cli import _cluster
+
+    def say(text: str) -> None:
+        ctx.streams.write(text + "\n")
+
+    fn = _cluster.status if ctx.args.cluster_cmd == "status" else _cluster.remove
+    return await asyncio.to_thread(fn, ctx.args, say)
 
 
 async def cmd_gitops(ctx: Ctx) -> int:

@@ -284,15 +284,28 @@ def up_replicas(args: argparse.Namespace, n: int, say: Say = print) -> int:
                     say(f"error: replica {i} did not start; see {root}/r{i}.log")
                     return 1
                 time.sleep(0.2)
+        # Every replica serves the API: the client fails over between them (gRPC pick_first).
+        target = "ipv4:" + ",".join(f"127.0.0.1:{base + 10 * i}" for i in range(n))
         config_path = _up.write_client_config(
-            Path(args.config) if getattr(args, "config", None) else None, pki, base
+            Path(args.config) if getattr(args, "config", None) else None,
+            pki,
+            base,
+            server=target,
         )
         say(f"runink is up with {n} replicas: APIs on 127.0.0.1:{base}..{base + 10 * (n - 1)}")
         say(f"Raft: {', '.join(addrs)}; admin credentials in {config_path} (context 'local')")
         say(f"cluster status: runink cluster status --data-dir {root}/r0")
-        with contextlib.suppress(KeyboardInterrupt):
-            while any(p.poll() is None for p in procs):  # a killed replica is a fault, not an exit
-                time.sleep(0.5)
+
+        def on_term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # SIGTERM stops the replicas as Ctrl-C does
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                while any(p.poll() is None for p in procs):  # a killed replica is a fault
+                    time.sleep(0.5)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return 0
     finally:
         for p in procs:

@@ -263,13 +263,20 @@ async def _ensure_default_herd(barn: store.LocalBarn) -> None:
 
 
 def write_client_config(
-    path: Path | None, pki: api.ClusterPKI, port: int, name: str = "local"
+    path: Path | None,
+    pki: api.ClusterPKI,
+    port: int,
+    name: str = "local",
+    *,
+    server: str | None = None,
 ) -> Path:
+    """Write (or refresh) the admin context ``name``. ``server`` overrides ``127.0.0.1:port``,
+    e.g. ``ipv4:127.0.0.1:7443,127.0.0.1:7453`` so gRPC fails over between replicas."""
     config = api.load_config(path)
     herd = config.contexts[name].herd if name in config.contexts else "default"
     ctx = api.Context(
         name=name,
-        server=f"127.0.0.1:{port}",
+        server=server or f"127.0.0.1:{port}",
         certificate_authority_data=pki.ca.cert_pem.decode(),
         client_certificate_data=pki.admin.cert_pem.decode(),
         client_key_data=pki.admin.key_pem.decode(),
@@ -443,6 +450,12 @@ async def cmd_up(ctx: _app.Ctx) -> int:
     def say(text: str) -> None:
         ctx.streams.write(text + "\n")
 
+    if ctx.args.replicas > 1:
+        from runink.cli import _cluster
+
+        # Blocks this (otherwise idle) loop on purpose: it must run on the main thread to turn
+        # SIGTERM into a clean stop of the replica processes it starts.
+        return _cluster.up_replicas(ctx.args, ctx.args.replicas, say)
     if ctx.args.detach:
         return await asyncio.to_thread(detach, ctx.args, say)
     return await run(ctx.args, say)
@@ -469,6 +482,12 @@ def add_parser(sub: Any) -> None:
         "--no-agent",
         action="store_true",
         help="run no local agent (nodes join with `runink agent`)",
+    )
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="control-plane replicas (3 or 5: a local Raft cluster of processes, no agent)",
     )
     up.add_argument(
         "--gitops", metavar="PATH", help="follow the Git repository at PATH (prune, self-heal)"
