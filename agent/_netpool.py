@@ -12,13 +12,16 @@ Everything named with the pool's prefix is removed on shutdown and by `sweep` at
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import functools
 import ipaddress
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +31,12 @@ from typing import Any, TypeVar
 NETNS_DIR = Path("/run/netns")
 DEFAULT_RANGE = "10.213.0.0/16"
 DEFAULT_PREFIX = "rk"
+CLONE_NEWNET, MS_BIND, MNT_DETACH = 0x40000000, 4096, 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
 _T = TypeVar("_T")
 
 
@@ -43,6 +52,22 @@ class Netns:
     @property
     def path(self) -> str:
         return str(NETNS_DIR / self.name)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _repair_inet_ntop() -> None:
+    """pysyncobj (imported by runink.store) replaces ``socket.inet_ntop`` with a Windows-only
+    stub on import; pyroute2 decodes addresses with it. Put the C implementation back."""
+    import pyroute2.netlink
+
+    if socket.inet_ntop is not _socket.inet_ntop:
+        socket.inet_ntop = _socket.inet_ntop
+    pyroute2.netlink.inet_ntop = _socket.inet_ntop
 
 
 class NetnsPool:
@@ -78,6 +103,8 @@ class NetnsPool:
             # Imported here: agents that never isolate a slice do not pay for pyroute2.
             from pyroute2 import IPRoute
 
+            _repair_inet_ntop()
+
             self._ipr = IPRoute()
         return self._ipr
 
@@ -89,10 +116,41 @@ class NetnsPool:
                 return net
         raise OSError(0, f"no free /30 left in {self.subnet} for isolated slices")
 
+    def _create_netns(self, name: str) -> Any:
+        """Create the named netns from this (pool) thread; returns an IPRoute bound inside it.
+
+        Not pyroute2's ``netns.create``/``IPRoute(netns=)``: those fork a helper, and forking a
+        process with gRPC threads (the agent) can abort the child. A netns is a per-thread
+        attribute, so this thread unshares one, pins it with a bind mount, opens its netlink
+        socket there and returns to the host's netns.
+        """
+        from pyroute2 import IPRoute
+
+        NETNS_DIR.mkdir(parents=True, exist_ok=True)
+        path = NETNS_DIR / name
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        host = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+            try:
+                _check(
+                    _libc.mount(b"/proc/thread-self/ns/net", bytes(path), None, MS_BIND, None),
+                    f"bind mount {path}",
+                )
+                return IPRoute()
+            finally:
+                # Never leave the pool thread in the slice's netns.
+                _check(_libc.setns(host, CLONE_NEWNET), "setns back to the host netns")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _libc.umount2(bytes(path), MNT_DETACH)
+                path.unlink()
+            raise
+        finally:
+            os.close(host)
+
     def build(self) -> Netns:
         """Create and wire one netns (blocking; tens of ms)."""
-        from pyroute2 import IPRoute, netns
-
         tag = f"{self.prefix}{secrets.token_hex(4)}"
         with self._lock:
             if self._closed:
@@ -101,7 +159,7 @@ class NetnsPool:
             net = self._free_30(ipr)
             host_ip, slice_ip = (str(h) for h in net.hosts())
             ns = Netns(tag, f"{tag}h", host_ip, slice_ip)
-            netns.create(tag)
+            nsr = self._create_netns(tag)
             self._all.add(tag)
             try:
                 # The peer is created inside the netns: moving a device costs ~20 ms more.
@@ -110,15 +168,16 @@ class NetnsPool:
                 idx = ipr.link_lookup(ifname=ns.host_ifname)[0]
                 ipr.addr("add", index=idx, address=host_ip, prefixlen=30)
                 ipr.link("set", index=idx, state="up")
-                with IPRoute(netns=tag) as nsr:
-                    nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
-                    c = nsr.link_lookup(ifname="eth0")[0]
-                    nsr.addr("add", index=c, address=slice_ip, prefixlen=30)
-                    nsr.link("set", index=c, state="up")
-                    nsr.route("add", dst="default", gateway=host_ip)
+                nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
+                c = nsr.link_lookup(ifname="eth0")[0]
+                nsr.addr("add", index=c, address=slice_ip, prefixlen=30)
+                nsr.link("set", index=c, state="up")
+                nsr.route("add", dst="default", gateway=host_ip)
             except BaseException:
                 self._remove_named(tag)
                 raise
+            finally:
+                nsr.close()
         return ns
 
     def _remove_named(self, name: str) -> None:
