@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import copy
 import difflib
+import importlib.metadata
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -856,9 +857,20 @@ def _report(streams: _output.Streams, err: errors.RuninkError) -> None:
     streams.error(f"{err.message}{extra} ({err.reason})")
 
 
+def _load_plugin_kinds(streams: _output.Streams) -> None:
+    """Import every installed plugin so its kinds are known to get, describe, explain and apply
+    (importing a plugin registers its kinds); a broken plugin is a warning, not a failure."""
+    for ep in importlib.metadata.entry_points(group="runink.controllers"):
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the CLI
+            streams.err.file.write(f"warning: plugin {ep.name} failed to load: {e}\n")
+
+
 async def amain(argv: list[str], streams: _output.Streams | None = None) -> int:
     """Run one command; returns its exit code (usage errors raise SystemExit(2) from argparse)."""
     streams = streams or _output.Streams.default()
+    _load_plugin_kinds(streams)
     parser = build_parser()
     # kubectl takes flags anywhere: `describe slice -n demo NAME`. argparse stops filling a
     # positional list at the first flag, so names that follow flags are collected here.

@@ -53,6 +53,7 @@ class Cluster:
     manager: controllers.Manager | None = None
     node_name: str | None = None
     gitops_path: Path | None = None
+    metrics: controllers.Metrics = field(default_factory=controllers.Metrics)
 
 
 Component = Callable[[Cluster], Coroutine[Any, Any, None]]
@@ -76,11 +77,15 @@ class FileLineageSink:
 
 async def run_controller_manager(cluster: Cluster) -> None:
     """The controller manager: every built-in controller and every plugin's, on the Barn."""
-    mgr = controllers.Manager(cluster.barn, http_port=cluster.controller_port)
+    mgr = controllers.Manager(
+        cluster.barn, http_port=cluster.controller_port, metrics=cluster.metrics
+    )
     cluster.manager = mgr
     for info in cluster.plugins:
         if info.ok:
             mgr.add(*info.controllers, plugin=info.name)
+        else:
+            mgr.add_broken_plugin(info.name, str(info.error))
     mgr.add(
         *controllers.builtin_controllers(
             mgr, lineage=FileLineageSink(cluster.data_dir / "lineage" / "events.jsonl")
@@ -220,6 +225,10 @@ def components(*, with_agent: bool = True) -> list[tuple[str, Component]]:
 
 
 def default_data_dir() -> Path:
+    """/var/lib/runink for root (slices run as other UIDs and must reach their datasets, and
+    /root is 0700); ~/.local/share/runink (or $XDG_DATA_HOME) otherwise."""
+    if os.geteuid() == 0 and not os.environ.get("XDG_DATA_HOME"):
+        return Path("/var/lib/runink")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "runink"
 
@@ -310,7 +319,8 @@ async def serve(
         pki = api.ensure_cluster_pki(data_dir / "pki")
         barn = store.open_local(data_dir / "barn")
         # Plugins register their kinds on import, so load them before the API serves anything.
-        plugins = controllers.load_plugins(barn)
+        metrics = controllers.Metrics()
+        plugins = controllers.load_plugins(barn, metrics=metrics)
         for info in plugins:
             if not info.ok:
                 say(f"warning: plugin {info.name} failed to load: {info.error}")
@@ -340,6 +350,7 @@ async def serve(
                 controller_port if controller_port is not None else (bound + 1 if port else 0),
                 node_name=node_name,
                 gitops_path=gitops_path,
+                metrics=metrics,
             )
             async with asyncio.TaskGroup() as tg:
                 tasks = [

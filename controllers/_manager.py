@@ -125,6 +125,7 @@ class Manager:
         self._record_events = record_events
         self._controllers: list[_controller.Controller] = []
         self._plugin_of: dict[str, str | None] = {}
+        self.broken_plugins: dict[str, str] = {}
         self._http_host = http_host
         self._http_port = http_port
         self.http_port: int | None = None
@@ -141,6 +142,10 @@ class Manager:
                 raise ValueError(f"a controller named {c.name!r} is already registered")
             self._controllers.append(c)
             self._plugin_of[c.name] = plugin
+
+    def add_broken_plugin(self, name: str, error: str) -> None:
+        """Record a plugin that failed to load, so ``runink controllers`` shows it (unhealthy)."""
+        self.broken_plugins[name] = error
 
     @property
     def controllers(self) -> list[_controller.Controller]:
@@ -352,4 +357,19 @@ def list_controllers(manager: Manager) -> list[dict[str, Any]]:
             "lastError": s.last_error,
         }
         for s in manager.status()
+    ] + [
+        {
+            "name": name,
+            "kind": "-",
+            "plugin": name,
+            "leaderOnly": False,
+            "running": False,
+            "synced": False,
+            "healthy": False,
+            "reconciles": 0,
+            "errors": 1,
+            "queueDepth": 0,
+            "lastError": f"plugin failed to load: {error}",
+        }
+        for name, error in sorted(manager.broken_plugins.items())
     ]

@@ -9,12 +9,13 @@ reported as OpenLineage-shaped run events to a :class:`LineageSink` and as Event
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
 from runink.controllers import _client, _clock, _helpers, _runplan, _types
@@ -31,6 +32,7 @@ ANNOTATION_CANCEL_REASON = "runink.io/cancel-reason"
 PRODUCER = "https://runink.io/controllers/run"
 OPENLINEAGE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 TERMINAL_RUN = frozenset({"Succeeded", "Failed", "Cancelled"})
+CREATE_CONCURRENCY = 64
 
 
 class LineageSink(Protocol):
@@ -207,11 +209,20 @@ class RunReconciler:
         steps_by_name = {
             s["name"]: s for s in [*(spec.get("steps") or []), *(spec.get("finally") or [])]
         }
-        for new in plan.create:
-            await self._create_slice(run, steps_by_name[new.step], new)
-        for c in plan.cancel:
-            if c.name in by_name:
-                await self._cancel_slice(by_name[c.name], c)
+        # Concurrently: the Barn commits writes that arrive together in one transaction (one
+        # fsync), so a 1,000-way matrix is created in a few commits instead of 1,000.
+        limit = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def bounded(coro: Coroutine[Any, Any, None]) -> None:
+            async with limit:
+                await coro
+
+        async with asyncio.TaskGroup() as tg:
+            for new in plan.create:
+                tg.create_task(bounded(self._create_slice(run, steps_by_name[new.step], new)))
+            for c in plan.cancel:
+                if c.name in by_name:
+                    tg.create_task(bounded(self._cancel_slice(by_name[c.name], c)))
 
         await self._write_status(run, plan, now)
         return _types.Result(requeue_after=plan.requeue_after)

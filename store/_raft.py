@@ -17,6 +17,7 @@ since the last snapshot, and a replica whose machine crashed while it ran rebuil
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import builtins
 import collections
@@ -27,6 +28,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import struct
 import threading
 import zlib
@@ -40,6 +42,10 @@ from pysyncobj.transport import TCPTransport
 
 from runink.schemas import errors
 from runink.store import _api, _commit, _fsm, _journal, _lmdb, _local
+
+# pysyncobj replaces socket.inet_ntop process-wide with a Windows-only stub on import; pyroute2
+# (the agent's network namespaces) decodes addresses with it. Put the real one back.
+socket.inet_ntop = _socket.inet_ntop
 
 log = logging.getLogger(__name__)
 
