@@ -1,11 +1,8 @@
 """Issue 4's first Done-when: pip-install the example plugin, restart ``runink up``, use its kind.
 
 A real ``runink up`` subprocess loads the plugin through its entry point; the user drives it with
-the real CLI (subprocesses). Known gap, asserted by the strict xfail: the CLI process itself never
-imports plugin entry points, so ``apply/get/describe/explain/api-resources`` refuse the plugin's
-kind client-side ("unknown kind 'Greeting'") even when the plugin is installed in the same
-environment. The same steps pass once the CLI process has imported the plugin module, which shows
-the server, the API and the plugin's controller do their part.
+the real CLI (subprocesses), which loads the installed plugins' kinds itself ("plain-cli"); the
+other variant also imports the plugin module explicitly, as a script embedding the client would.
 """
 
 from __future__ import annotations
@@ -30,15 +27,7 @@ spec:
 cli_variants = pytest.mark.parametrize(
     "plugin_imported",
     [
-        pytest.param(
-            False,
-            id="plain-cli",
-            marks=pytest.mark.xfail(
-                reason="cli/_app.py never loads runink.controllers entry points, so plugin kinds "
-                "are unknown to the CLI process (see the report)",
-                strict=True,
-            ),
-        ),
+        pytest.param(False, id="plain-cli"),
         pytest.param(True, id="cli-with-plugin-imported"),
     ],
 )
