@@ -768,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _runs.add_parsers(sub)
     _auth.add_parsers(sub)
+    from runink.cli import _agent
+
+    _agent.add_parser(sub)
     from runink.cli import _cluster
 
     sp = sub.add_parser("server", help="run one control-plane replica (Raft + API + controllers)")

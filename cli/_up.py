@@ -333,6 +333,8 @@ async def serve(
             # the data dir; the token port (bearer clients: OIDC, API keys, bootstrap) is port+2.
             security=api.SecurityConfig(data_dir=data_dir),
             ca_pair=pki.ca,
+            # `runink logs`: slice logs written by this host's agent.
+            log_source=agent.SliceLogSource.for_state_dir(data_dir / "agent"),
             token_port=port + 2 if port else 0,
         )
         try:
