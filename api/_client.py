@@ -3,7 +3,8 @@
 Controllers and the agent use ``create/get/list/update/update_status/delete/watch`` exactly as on an
 in-process Barn (same signatures, same ``ListResult``/``WatchEvent`` types, same ``RuninkError``s,
 rebuilt from the server's ``runink-error-bin`` trailing metadata), plus ``apply`` (server-side
-apply), ``dry_run`` and delete ``propagation``. Always TLS: the cluster CA verifies the server and
+apply), ``dry_run`` and delete ``propagation``; the governance calls (lineage ingest and graph
+queries, annotations) follow. Always TLS: the cluster CA verifies the server and
 the client certificate identifies the caller (mTLS).
 """
 
@@ -23,6 +24,7 @@ from runink.schemas import errors
 from runink.store import _api as barn_api
 
 Obj = dict[str, Any]
+GOVERNANCE_SERVICE = "runink.v1.Governance"  # = runink.api._governance.SERVICE (no lmdb import)
 
 
 def channel_options(target: str) -> list[tuple[str, Any]]:
@@ -348,6 +350,83 @@ class Client:
             raise _wire.error_from_rpc(e) from None
         finally:
             call.cancel()
+
+    # -- governance -------------------------------------------------------------------------------
+    async def ingest_lineage(self, event: Obj) -> Obj:
+        """Store an OpenLineage RunEvent; returns the run's state. Invalid names the bad fields."""
+        return await self._call(GOVERNANCE_SERVICE, "Ingest", {"event": event})
+
+    async def lineage(self, node_id: str, *, direction: str = "both", depth: int = 20) -> Obj:
+        """The Marquez-shaped graph around ``dataset:NS:NAME`` / ``dataset:NS/NAME``, ``job:...``
+        or ``datasetField:NS:NAME:FIELD``; direction upstream, downstream or both."""
+        return await self._call(
+            GOVERNANCE_SERVICE,
+            "Lineage",
+            {"nodeId": node_id, "direction": direction, "depth": depth},
+        )
+
+    async def run_lineage(self, run_id: str) -> Obj:
+        """One OpenLineage run's job with its inputs and outputs, plus ``run`` (its state)."""
+        return await self._call(GOVERNANCE_SERVICE, "RunGraph", {"runId": run_id})
+
+    async def dataset_versions(
+        self, namespace: str, name: str, *, limit: int = 100
+    ) -> builtins.list[Obj]:
+        resp = await self._call(
+            GOVERNANCE_SERVICE,
+            "DatasetVersions",
+            {"namespace": namespace, "name": name, "limit": limit},
+        )
+        return list(resp.get("items") or [])
+
+    async def put_annotations(self, items: builtins.list[Obj]) -> Obj:
+        """Store Annotation objects (the caller is recorded as producer): {written, skipped}."""
+        return await self._call(GOVERNANCE_SERVICE, "PutAnnotations", {"items": items})
+
+    async def query_annotations(
+        self,
+        *,
+        type: str | None = None,
+        model: str | None = None,
+        data_ref: dict[str, str] | None = None,
+        min_confidence: float | None = None,
+        max_confidence: float | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        review_state: str | None = None,
+        limit: int = 100,
+        continue_token: str | None = None,
+        count: bool = False,
+        herd: str | None = None,
+    ) -> Obj:
+        """A page ``{"items", "nextCursor", "count"}``, newest first."""
+        req: Obj = {
+            "type": type,
+            "model": model,
+            "dataRef": data_ref,
+            "minConfidence": min_confidence,
+            "maxConfidence": max_confidence,
+            "since": since,
+            "until": until,
+            "reviewState": review_state,
+            "limit": limit,
+            "continue": continue_token,
+            "count": count,
+            "herd": herd,
+        }
+        return await self._call(
+            GOVERNANCE_SERVICE, "QueryAnnotations", {k: v for k, v in req.items() if v is not None}
+        )
+
+    async def get_annotation(self, annotation_id: str) -> Obj:
+        return await self._call(GOVERNANCE_SERVICE, "GetAnnotation", {"id": annotation_id})
+
+    async def review_annotation(self, annotation_id: str, state: str) -> Obj:
+        """Set the review state (suggested, confirmed, rejected) as the caller; a producer may
+        not confirm its own annotation (Forbidden)."""
+        return await self._call(
+            GOVERNANCE_SERVICE, "ReviewAnnotation", {"id": annotation_id, "state": state}
+        )
 
 
 async def bootstrap_node_credentials(

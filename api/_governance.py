@@ -7,12 +7,16 @@ plain JSON values and raises runink.schemas.errors (Invalid, NotFound, Forbidden
 transports map to status codes. The caller's identity is passed in, already authenticated.
 
 The stores are synchronous (LMDB); an asyncio server calls these methods through
-``asyncio.to_thread``: each is a short transaction.
+``asyncio.to_thread``: each is a short transaction. `catalog_objects` turns an event's dataset
+schema facets into Dataset objects, which the API server applies through the Barn (the catalog is
+replicated configuration; the lineage graph itself is derived data kept beside the Barn).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -20,6 +24,15 @@ from runink.schemas import _openlineage, errors
 from runink.store import _annotations, _lineage
 
 Json = dict[str, Any]
+
+SERVICE = "runink.v1.Governance"
+"""The gRPC service name; methods: Ingest, Lineage, RunGraph, DatasetVersions, PutAnnotations,
+QueryAnnotations, GetAnnotation, ReviewAnnotation (JSON bodies, as every Runink service)."""
+CATALOG_MANAGER = "runink-lineage"
+"""The field manager of the Dataset fields that lineage ingest owns (spec.uri, spec.schema)."""
+LINEAGE_NAMESPACE = "runink.io/lineage-namespace"
+LINEAGE_NAME = "runink.io/lineage-name"
+_NOT_LABEL = re.compile(r"[^a-z0-9-]+")
 
 
 class GovernanceService:
@@ -139,6 +152,112 @@ class GovernanceService:
         )
 
 
+def herd_of_namespace(namespace: str, default: str = "default") -> str:
+    """``runink://<herd>`` (or ``runink://<cluster>/<herd>``) -> herd; other namespaces -> default."""
+    if namespace.startswith("runink://"):
+        rest = namespace[len("runink://") :].strip("/")
+        herd = rest.rsplit("/", 1)[-1]
+        if herd and dataset_object_name(herd) == herd:
+            return herd
+    return default
+
+
+def dataset_object_name(name: str) -> str:
+    """A DNS label for a lineage dataset name (``shop.orders`` -> ``shop-orders``).
+
+    Names that had to change get a short hash suffix, so two different names never collide.
+    """
+    label = _NOT_LABEL.sub("-", name.lower()).strip("-")
+    if label == name and len(label) <= 63:
+        return label
+    suffix = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{label[: 63 - 7].strip('-') or 'dataset'}-{suffix}"
+
+
+def catalog_objects(event: Mapping[str, Any], *, default_herd: str = "default") -> list[Json]:
+    """Dataset objects (apply intents) for the event's datasets that carry a ``schema`` facet.
+
+    Only what lineage knows is stated: URI, fields and types, and the description, owners and
+    tags when the producer sent documentation/ownership/tags facets; what people wrote on the
+    Dataset (glossary terms, their own description) is left to them by server-side apply.
+    """
+    out: dict[tuple[str, str], Json] = {}
+    for io in ("inputs", "outputs"):
+        for d in event.get(io) or []:
+            if not isinstance(d, Mapping):
+                continue
+            facets = dict(d.get("facets") or {})
+            schema = facets.get("schema")
+            if not isinstance(schema, Mapping):
+                continue
+            ns, name = str(d.get("namespace", "")), str(d.get("name", ""))
+            fields = [
+                {"name": str(f["name"]), "type": str(f.get("type") or "string")}
+                | ({"description": str(f["description"])} if f.get("description") else {})
+                for f in schema.get("fields") or []
+                if isinstance(f, Mapping) and f.get("name")
+            ]
+            spec: Json = {
+                "uri": name if "://" in name else f"{ns.rstrip('/')}/{name}",
+                "schema": fields,
+            }
+            doc = facets.get("documentation")
+            if isinstance(doc, Mapping) and doc.get("description"):
+                spec["description"] = str(doc["description"])
+            own = facets.get("ownership")
+            if isinstance(own, Mapping):
+                owners = [str(o["name"]) for o in own.get("owners") or [] if o.get("name")]
+                if owners:
+                    spec["owners"] = owners
+            tags = facets.get("tags")
+            if isinstance(tags, Mapping):
+                keys = [str(t["key"]) for t in tags.get("tags") or [] if t.get("key")]
+                if keys:
+                    spec["tags"] = keys
+            herd = herd_of_namespace(ns, default_herd)
+            obj_name = dataset_object_name(name)
+            out[(herd, obj_name)] = {
+                "apiVersion": "runink.io/v1",
+                "kind": "Dataset",
+                "metadata": {
+                    "name": obj_name,
+                    "herd": herd,
+                    "annotations": {LINEAGE_NAMESPACE: ns, LINEAGE_NAME: name},
+                },
+                "spec": spec,
+            }
+    return list(out.values())
+
+
+def search_datasets(
+    items: Iterable[Mapping[str, Any]],
+    *,
+    name: str | None = None,
+    tag: str | None = None,
+    owner: str | None = None,
+    field: str | None = None,
+) -> list[Json]:
+    """Datasets matching every given criterion: name and field are case-insensitive substrings
+    (a field matches by column name or type-less name), tag and owner exact members."""
+    out: list[Json] = []
+    for obj in items:
+        spec = obj.get("spec") or {}
+        meta = obj.get("metadata") or {}
+        names = [str(meta.get("name", "")), str(spec.get("uri", ""))]
+        names.append(str((meta.get("annotations") or {}).get(LINEAGE_NAME, "")))
+        if name is not None and not any(name.lower() in n.lower() for n in names):
+            continue
+        if tag is not None and tag not in (spec.get("tags") or []):
+            continue
+        if owner is not None and owner not in (spec.get("owners") or []):
+            continue
+        cols = [str(f.get("name", "")) for f in spec.get("schema") or []]
+        if field is not None and not any(field.lower() in c.lower() for c in cols):
+            continue
+        out.append(dict(obj))
+    return out
+
+
 def _time(v: str | None, name: str) -> dt.datetime | None:
     if v is None:
         return None
@@ -149,4 +268,12 @@ def _time(v: str | None, name: str) -> dt.datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
-__all__ = ["GovernanceService"]
+__all__ = [
+    "CATALOG_MANAGER",
+    "SERVICE",
+    "GovernanceService",
+    "catalog_objects",
+    "dataset_object_name",
+    "herd_of_namespace",
+    "search_datasets",
+]

@@ -35,6 +35,12 @@ _STATUS = {
 
 Authenticator = Callable[[str | None], bool]
 """Given the Authorization header (or None): may this request proceed?"""
+Authorizer = Callable[[str | None, str], None]
+"""Given the Authorization header and the verb (``create`` for POST, ``get`` for GET): return if
+the caller may, raise errors.Unauthenticated / errors.Forbidden otherwise (the API server's
+authentication chain and RBAC, on resource ``lineage``)."""
+Ingest = Callable[[Any], dict[str, Any]]
+"""Store one event (JSON as posted) and return the run's state; raises errors.Invalid."""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -58,9 +64,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body["errors"] = [fe.to_dict() for fe in e.errors]
         self._send(_STATUS.get(e.reason, 500), body)
 
-    def _authorized(self) -> bool:
+    def _authorized(self, verb: str) -> bool:
+        header = self.headers.get("Authorization")
+        try:
+            if self.server.authorize is not None:
+                self.server.authorize(header, verb)
+                return True
+        except errors.RuninkError as e:
+            self._error(e)
+            return False
         auth = self.server.authenticate
-        if auth is None or auth(self.headers.get("Authorization")):
+        if auth is None or auth(header):
             return True
         self._error(errors.Unauthenticated("missing or invalid credentials"))
         return False
@@ -70,7 +84,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if url.path.rstrip("/") != "/api/v1/lineage":
             self._send(404, {"reason": "NotFound", "message": f"no endpoint {url.path}"})
             return
-        if not self._authorized():
+        if not self._authorized("create"):
             return
         try:
             length = int(self.headers.get("Content-Length", "0"))
@@ -87,7 +101,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(400, {"reason": "Invalid", "message": f"body is not JSON: {e}"})
             return
         try:
-            state = self.server.service.ingest(event)
+            state = self.server.ingest(event)
         except errors.RuninkError as e:
             self._error(e)
             return
@@ -98,7 +112,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if url.path.rstrip("/") != "/api/v1/lineage":
             self._send(404, {"reason": "NotFound", "message": f"no endpoint {url.path}"})
             return
-        if not self._authorized():
+        if not self._authorized("get"):
             return
         q = urllib.parse.parse_qs(url.query)
         try:
@@ -126,9 +140,13 @@ class _Server(http.server.ThreadingHTTPServer):
         addr: tuple[str, int],
         service: _governance.GovernanceService,
         authenticate: Authenticator | None,
+        authorize: Authorizer | None = None,
+        ingest: Ingest | None = None,
     ) -> None:
         self.service = service
         self.authenticate = authenticate
+        self.authorize = authorize
+        self.ingest: Ingest = ingest or service.ingest
         super().__init__(addr, _Handler)
 
 
@@ -136,6 +154,8 @@ class LineageHttpServer:
     """``POST /api/v1/lineage`` on ``host:port`` (port 0: any free one; see ``.port``).
 
     Use as a context manager, or `start` / `stop`. With ``ssl_context`` it serves HTTPS.
+    ``authorize`` (header, verb) replaces ``authenticate`` when given; ``ingest`` replaces
+    ``service.ingest`` (the API server passes one that also updates the catalog).
     """
 
     def __init__(
@@ -145,9 +165,12 @@ class LineageHttpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         authenticate: Authenticator | None = None,
+        authorize: Authorizer | None = None,
+        ingest: Ingest | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._httpd = _Server((host, port), service, authenticate)
+        self._httpd = _Server((host, port), service, authenticate, authorize, ingest)
+        self._tls = ssl_context is not None
         if ssl_context is not None:
             self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread: threading.Thread | None = None
@@ -160,7 +183,8 @@ class LineageHttpServer:
     def url(self) -> str:
         host = self._httpd.server_address[0]
         host = host.decode() if isinstance(host, bytes) else host
-        return f"http://{host}:{self.port}/api/v1/lineage"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://{host}:{self.port}/api/v1/lineage"
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -182,4 +206,4 @@ class LineageHttpServer:
         self.stop()
 
 
-__all__ = ["Authenticator", "LineageHttpServer"]
+__all__ = ["Authenticator", "Authorizer", "Ingest", "LineageHttpServer"]

@@ -6,8 +6,10 @@ token port: server TLS only, a bearer token is required) -> authentication chain
 checks) -> Secret sealing -> admission (``_admission``; ``_apply``) -> the Barn, every request
 audited. Services, all JSON over gRPC generic handlers (``api/resources.proto``):
 ``runink.v1.Resources`` (CRUD, Apply, Watch, Version), ``runink.v1.Logs`` (Read),
-``runink.v1.Auth`` (WhoAmI, CanI, Reveal, RotateKey, SealingKey, API keys, ServiceAccountToken)
-and ``runink.v1.Bootstrap`` (SignNodeCSR). Errors leave as a gRPC status plus
+``runink.v1.Auth`` (WhoAmI, CanI, Reveal, RotateKey, SealingKey, API keys, ServiceAccountToken),
+``runink.v1.Bootstrap`` (SignNodeCSR) and, given a `GovernanceService`, ``runink.v1.Governance``
+(lineage ingest and queries, annotations; RBAC resources ``lineage`` and ``annotations``) plus the
+OpenLineage HTTP endpoint (`lineage_http`). Errors leave as a gRPC status plus
 ``runink-error-bin`` trailing metadata (``_wire``).
 """
 
@@ -17,9 +19,11 @@ import asyncio
 import base64
 import copy
 import datetime
+import json
 import logging
 import os
 import re
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,7 +35,19 @@ import grpc
 
 import runink
 from runink import schemas
-from runink.api import _admission, _apikeys, _apply, _audit, _auth, _rbac, _security, _tls, _wire
+from runink.api import (
+    _admission,
+    _apikeys,
+    _apply,
+    _audit,
+    _auth,
+    _governance,
+    _lineage_http,
+    _rbac,
+    _security,
+    _tls,
+    _wire,
+)
 from runink.schemas import errors
 from runink.store import _api as barn_api
 
@@ -374,8 +390,10 @@ class ApiServer:
         security: _security.SecurityConfig | None = None,
         ca_pair: _tls.KeyPair | None = None,
         token_port: int | None = None,
+        governance: _governance.GovernanceService | None = None,
     ) -> None:
         self.handlers = Handlers(barn, bookmark_interval=bookmark_interval)
+        self.governance = governance
         self.ca_pem = ca_pem
         self.ca_pair = ca_pair
         self.server_pair = server_pair
@@ -786,6 +804,184 @@ class ApiServer:
         call.decision = "allow"
         return {"certificate": cert.decode(), "caCertificate": self.ca_pem.decode()}
 
+    # -- governance RPCs ------------------------------------------------------------------------
+    def _gov(self) -> _governance.GovernanceService:
+        if self.governance is None:
+            raise errors.Unavailable("this API server runs no governance service")
+        return self.governance
+
+    async def ingest_lineage(self, event: Obj | str | bytes) -> Obj:
+        """Store an OpenLineage RunEvent, then apply the Dataset objects its schema facets imply.
+
+        The caller is already authorized. The catalog write is a courtesy: a Dataset that cannot
+        be written (an invalid name, a conflict that keeps coming back) is logged, and the event,
+        which is stored, is not refused for it.
+        """
+        gov = self._gov()
+        state = await asyncio.to_thread(gov.ingest, event)
+        raw = json.loads(event) if isinstance(event, str | bytes) else event
+        for obj in _governance.catalog_objects(raw):
+            req = {"object": obj, "fieldManager": _governance.CATALOG_MANAGER, "force": True}
+            try:
+                await self.handlers.apply(req)
+            except errors.RuninkError as e:
+                log.warning(
+                    "catalog: Dataset %s/%s not written: %s",
+                    obj["metadata"]["herd"],
+                    obj["metadata"]["name"],
+                    e,
+                )
+        return state
+
+    async def _gov_ingest(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        await self._authz(identity, call, "create", "lineage", None, None)
+        event = req.get("event")
+        if not isinstance(event, dict):
+            raise errors.Invalid(
+                "the request has no event",
+                errors=[errors.FieldError("event", "an OpenLineage RunEvent object is required")],
+            )
+        return await self.ingest_lineage(event)
+
+    async def _gov_lineage(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        node = str(req.get("nodeId") or "")
+        await self._authz(identity, call, "get", "lineage", None, node)
+        if not node:
+            raise errors.Invalid("nodeId is required", errors=[errors.FieldError("nodeId", "")])
+        gov = self._gov()
+        return await asyncio.to_thread(
+            gov.lineage,
+            node,
+            str(req.get("direction") or "both"),
+            int(req["depth"]) if req.get("depth") is not None else 20,
+        )
+
+    async def _gov_run_graph(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        run_id = str(req.get("runId") or "")
+        await self._authz(identity, call, "get", "lineage", None, run_id)
+        return await asyncio.to_thread(self._gov().run_graph, run_id)
+
+    async def _gov_versions(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        ns, name = str(req.get("namespace") or ""), str(req.get("name") or "")
+        await self._authz(identity, call, "get", "lineage", None, name)
+        items = await asyncio.to_thread(
+            self._gov().dataset_versions, ns, name, int(req.get("limit") or 100)
+        )
+        return {"items": items}
+
+    async def _gov_put_annotations(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        items = req.get("items")
+        if not isinstance(items, list):
+            raise errors.Invalid("items must be a list of Annotation objects")
+        herds = sorted(
+            {str((i.get("metadata") or {}).get("herd") or "") for i in items if isinstance(i, dict)}
+        )
+        for herd in herds or [""]:
+            await self._authz(identity, call, "create", "Annotation", herd or None, None)
+        gov = self._gov()
+        return await asyncio.to_thread(lambda: gov.put_annotations(items, caller=identity.user))
+
+    async def _gov_query_annotations(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        await self._authz(identity, call, "list", "Annotation", req.get("herd") or None, None)
+        ref = req.get("dataRef")
+        gov = self._gov()
+
+        def query() -> Obj:
+            return gov.query_annotations(
+                annotation_type=req.get("type"),
+                source_model=req.get("model"),
+                data_ref=dict(ref) if isinstance(ref, dict) else None,
+                min_confidence=_float(req.get("minConfidence")),
+                max_confidence=_float(req.get("maxConfidence")),
+                since=req.get("since"),
+                until=req.get("until"),
+                review_state=req.get("reviewState"),
+                limit=int(req.get("limit") or 100),
+                cursor=req.get("continue") or None,
+                count=bool(req.get("count")),
+            )
+
+        return await asyncio.to_thread(query)
+
+    async def _gov_get_annotation(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        aid = str(req.get("id") or "")
+        obj = await asyncio.to_thread(self._gov().get_annotation, aid)
+        herd = (obj.get("metadata") or {}).get("herd")
+        await self._authz(identity, call, "get", "Annotation", herd, aid)
+        return obj
+
+    async def _gov_review(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        aid, state = str(req.get("id") or ""), str(req.get("state") or "")
+        gov = self._gov()
+        current = await asyncio.to_thread(gov.get_annotation, aid)
+        herd = (current.get("metadata") or {}).get("herd")
+        await self._authz(identity, call, "update", "Annotation", herd, aid)
+        # The store refuses a confirmation by the annotation's producer (errors.Forbidden).
+        return await asyncio.to_thread(
+            lambda: gov.review_annotation(aid, state, reviewer=identity.user)
+        )
+
+    def _governance_handlers(self) -> dict[str, grpc.RpcMethodHandler[bytes, bytes]]:
+        return {
+            "Ingest": self._rpc("Ingest", self._gov_ingest),
+            "Lineage": self._rpc("Lineage", self._gov_lineage),
+            "RunGraph": self._rpc("RunGraph", self._gov_run_graph),
+            "DatasetVersions": self._rpc("DatasetVersions", self._gov_versions),
+            "PutAnnotations": self._rpc("PutAnnotations", self._gov_put_annotations),
+            "QueryAnnotations": self._rpc("QueryAnnotations", self._gov_query_annotations),
+            "GetAnnotation": self._rpc("GetAnnotation", self._gov_get_annotation),
+            "ReviewAnnotation": self._rpc("ReviewAnnotation", self._gov_review),
+        }
+
+    def lineage_http(
+        self, *, host: str | None = None, port: int = 0
+    ) -> _lineage_http.LineageHttpServer:
+        """The OpenLineage endpoint (``POST /api/v1/lineage``) over HTTPS with the server's
+        certificate, authenticated like the token port (bearer token or API key) and authorized
+        on resource ``lineage`` (POST: create, GET: get). Call from the server's event loop, after
+        `start`; the caller starts and stops the returned server."""
+        loop = asyncio.get_running_loop()
+        gov = self._gov()
+
+        async def check(header: str | None, verb: str) -> None:
+            call = _Call("HTTP/" + verb)
+            started = time.monotonic()
+            identity: _auth.Identity | None = None
+            try:
+                if not header:
+                    raise errors.Unauthenticated(
+                        "an Authorization: Bearer <token> header is needed"
+                    )
+                identity = await self.auth.authenticate(
+                    _auth.AuthRequest({}, {"authorization": header})
+                )
+                await self._authz(identity, call, verb, "lineage", None, None)
+            except errors.RuninkError as e:
+                call.reason = e.message.split("\n", 1)[0]
+                self._audit(identity, call, _wire.status_code(e).name, started)
+                raise
+            self._audit(identity, call, "OK", started)
+
+        def authorize(header: str | None, verb: str) -> None:
+            asyncio.run_coroutine_threadsafe(check(header, verb), loop).result(timeout=30)
+
+        def ingest(event: Any) -> Obj:
+            return asyncio.run_coroutine_threadsafe(self.ingest_lineage(event), loop).result(
+                timeout=60
+            )
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        _load_pair(ctx, self.server_pair)
+        return _lineage_http.LineageHttpServer(
+            gov,
+            host=host or self.host,
+            port=port,
+            authorize=authorize,
+            ingest=ingest,
+            ssl_context=ctx,
+        )
+
     def generic_handlers(self) -> list[grpc.GenericRpcHandler[Any, Any]]:
         h = self.handlers
         resources = {
@@ -812,7 +1008,7 @@ class ApiServer:
             "RevokeAPIKey": self._rpc("RevokeAPIKey", self._revoke_api_key),
             "ServiceAccountToken": self._rpc("ServiceAccountToken", self._sa_token),
         }
-        return [
+        out = [
             grpc.method_handlers_generic_handler(_wire.SERVICE, resources),
             grpc.method_handlers_generic_handler(
                 _wire.LOGS_SERVICE, {"Read": self._stream("Logs", self._logs)}
@@ -823,6 +1019,13 @@ class ApiServer:
                 {"SignNodeCSR": self._rpc("SignNodeCSR", self._sign_node_csr)},
             ),
         ]
+        if self.governance is not None:
+            out.append(
+                grpc.method_handlers_generic_handler(
+                    _governance.SERVICE, self._governance_handlers()
+                )
+            )
+        return out
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _bind(self, server: grpc.aio.Server, port: int, creds: grpc.ServerCredentials) -> int:
@@ -895,6 +1098,26 @@ class ApiServer:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+def _float(v: Any) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise errors.Invalid(f"{v!r} is not a number") from None
+
+
+def _load_pair(ctx: ssl.SSLContext, pair: _tls.KeyPair) -> None:
+    """ssl wants files: write the pair to a private temp dir just long enough to load it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        cert, key = Path(d) / "tls.crt", Path(d) / "tls.key"
+        _write_private(cert, pair.cert_pem)
+        _write_private(key, pair.key_pem)
+        ctx.load_cert_chain(cert, key)
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -767,6 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
     from runink.cli import _auth, _demo, _runs, _up  # the composition root adds its own flags
 
     _runs.add_parsers(sub)
+    from runink.cli import _lineage
+
+    _lineage.add_parsers(sub)  # lineage, annotations, datasets search
     _auth.add_parsers(sub)
     from runink.cli import _agent
 
@@ -878,6 +881,17 @@ async def amain(argv: list[str], streams: _output.Streams | None = None) -> int:
     # kubectl takes flags anywhere: `describe slice -n demo NAME`. argparse stops filling a
     # positional list at the first flag, so names that follow flags are collected here.
     args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Global flags after a nested verb (`secret reveal db -n finance`): nested subparsers do
+        # not inherit them, so pick them out here.
+        glob = argparse.ArgumentParser(add_help=False)
+        glob.add_argument("--config")
+        glob.add_argument("--context")
+        glob.add_argument("-n", "--herd")
+        found, extra = glob.parse_known_args(extra)
+        for key, value in vars(found).items():
+            if value is not None:
+                setattr(args, key, value)
     if extra:
         stray = [e for e in extra if e.startswith("-")]
         if stray or not isinstance(getattr(args, "names", None), list):

@@ -1,23 +1,29 @@
-"""``runink lineage`` and ``runink annotations``: rendering of the governance service's answers.
+"""``runink lineage``, ``runink annotations`` and ``runink datasets search``.
 
-The command code (wired by the lead into the parser) calls the governance service (gRPC, or the
-in-process `GovernanceService`) and hands the result dicts to these functions, which print to a
+The commands (``add_parsers``, wired into cli/_app.py) call the governance service over gRPC
+(``api.Client``) and hand the result dicts to the renderers here, which print to a
 `_output.Streams`: the lineage graph as a rich tree (``-o tree``), as Marquez-shaped JSON
 (``-o json``, what existing tools read) or as Graphviz DOT (``-o dot``); annotation pages as a
-table or JSON/YAML.
+table or JSON/YAML. ``datasets search`` lists Dataset objects (the catalog, in the Barn) and
+filters them by name, tag, owner and field, which a label selector cannot express.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.markup import escape
 from rich.tree import Tree
 
+from runink.api import _governance
 from runink.cli import _output
 from runink.schemas import errors
 from runink.store import _lineage
+
+if TYPE_CHECKING:
+    from runink.cli import _app
 
 Json = dict[str, Any]
 LineageFormat = Literal["tree", "json", "dot"]
@@ -156,8 +162,165 @@ def render_annotations(streams: _output.Streams, page: Json, *, output: str = "t
         streams.err.print("; ".join(notes))
 
 
+# -- commands -----------------------------------------------------------------------------------
+
+
+async def cmd_lineage(ctx: _app.Ctx) -> int:
+    a = ctx.args
+    call = lineage_args(a.ref, upstream=a.upstream, downstream=a.downstream, depth=a.depth)
+    graph = await ctx.client().lineage(
+        call["node_id"], direction=call["direction"], depth=call["depth"]
+    )
+    render_lineage(ctx.streams, graph, ref=a.ref, direction=call["direction"], output=a.output)
+    return 0
+
+
+def _conf(v: str | None, flag: str) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        raise errors.Invalid(f"{flag} {v!r} is not a number between 0 and 1") from None
+    if not 0 <= f <= 1:
+        raise errors.Invalid(f"{flag} {v!r} is not between 0 and 1")
+    return f
+
+
+async def cmd_annotations(ctx: _app.Ctx) -> int:
+    a = ctx.args
+    client = ctx.client()
+    if a.action == "list":
+        ref = {"dataset": a.dataset} if a.dataset else None
+        if a.record_key:
+            if not a.dataset:
+                raise errors.Invalid("--record-key needs --dataset")
+            ref = {**(ref or {}), "record_key": a.record_key}
+        page = await client.query_annotations(
+            type=a.type,
+            model=a.model,
+            data_ref=ref,
+            min_confidence=_conf(a.min_confidence, "--min-confidence"),
+            max_confidence=_conf(a.max_confidence, "--max-confidence"),
+            since=a.since,
+            until=a.until,
+            review_state=a.review_state,
+            limit=a.limit,
+            continue_token=a.continue_token,
+            count=True,
+        )
+        render_annotations(ctx.streams, page, output=a.output)
+        return 0
+    if not a.ids:
+        raise errors.Invalid(f"annotations {a.action} needs at least one annotation id")
+    objs = []
+    for aid in a.ids:
+        if a.action == "get":
+            objs.append(await client.get_annotation(aid))
+        else:
+            state = "confirmed" if a.action == "confirm" else "rejected"
+            objs.append(await client.review_annotation(aid, state))
+    if a.action != "get" and a.output == "table":
+        for o in objs:
+            ctx.streams.write(f"annotation/{o['metadata']['name']} {a.action}ed\n")
+        return 0
+    render_annotations(ctx.streams, {"items": objs}, output=a.output)
+    return 0
+
+
+DATASET_COLUMNS = ["NAME", "URI", "FIELDS", "OWNERS", "TAGS"]
+
+
+async def cmd_datasets(ctx: _app.Ctx) -> int:
+    a = ctx.args
+    herd = None if a.all_herds else ctx.herd
+    items: list[Json] = []
+    token: str | None = None
+    while True:
+        page = await ctx.client().list("Dataset", herd, limit=500, continue_token=token)
+        items.extend(page.items)
+        token = page.continue_token
+        if not token:
+            break
+    found = _governance.search_datasets(items, name=a.name, tag=a.tag, owner=a.owner, field=a.field)
+    if a.output in ("json", "yaml", "name"):
+        ctx.streams.write(_output.render(found, a.output, single=False))
+        return 0
+    if not found:
+        ctx.streams.err.print("No datasets found.")
+        return 0
+    rows = []
+    for o in found:
+        spec = o.get("spec") or {}
+        fields = ", ".join(
+            f"{f.get('name')}:{f.get('type')}" for f in (spec.get("schema") or [])[:6]
+        )
+        more = len(spec.get("schema") or []) - 6
+        rows.append(
+            [
+                str(o["metadata"]["name"]),
+                str(spec.get("uri", "")),
+                fields + (f" (+{more})" if more > 0 else ""),
+                ",".join(spec.get("owners") or []) or "-",
+                ",".join(spec.get("tags") or []) or "-",
+            ]
+        )
+    _output.print_table(ctx.streams, DATASET_COLUMNS, rows)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """``lineage``, ``annotations`` and ``datasets`` (``sub`` is the CLI's subparsers)."""
+    lp = sub.add_parser(
+        "lineage",
+        help="upstream/downstream lineage of a dataset, job or column",
+        description="REF is dataset:NAMESPACE/NAME, job:NAMESPACE/NAME (also the Marquez ids "
+        "dataset:NS:NAME, job:NS:NAME) or datasetField:NAMESPACE:NAME:FIELD.",
+    )
+    lp.add_argument("ref", help="dataset:NAMESPACE/NAME, job:NAMESPACE/NAME or datasetField:...")
+    direction = lp.add_mutually_exclusive_group()
+    direction.add_argument("--upstream", action="store_true", help="only what it comes from")
+    direction.add_argument("--downstream", action="store_true", help="only what it feeds")
+    lp.add_argument("--depth", type=int, default=20, help="edges to walk (default 20)")
+    lp.add_argument("-o", "--output", choices=["tree", "json", "dot"], default="tree")
+    lp.set_defaults(func=cmd_lineage)
+
+    ap = sub.add_parser("annotations", help="list, show, confirm or reject data annotations")
+    ap.add_argument("action", choices=["list", "get", "confirm", "reject"])
+    ap.add_argument("ids", nargs="*", help="annotation ids (get, confirm, reject)")
+    ap.add_argument("--type", help="annotation type, e.g. sentiment")
+    ap.add_argument("--model", help="source model")
+    ap.add_argument("--dataset", help="annotated dataset")
+    ap.add_argument("--record-key", help="annotated record key (with --dataset)")
+    ap.add_argument("--min-confidence")
+    ap.add_argument("--max-confidence")
+    ap.add_argument("--since", help="RFC 3339 time")
+    ap.add_argument("--until", help="RFC 3339 time")
+    ap.add_argument("--review-state", choices=["suggested", "confirmed", "rejected"])
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--continue", dest="continue_token", help="the token a previous page printed")
+    ap.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    ap.set_defaults(func=cmd_annotations)
+
+    dp = sub.add_parser("datasets", help="search the dataset catalog")
+    dsub = dp.add_subparsers(dest="action", required=True)
+    sp = dsub.add_parser(
+        "search",
+        help="datasets by name, tag, owner and field",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sp.add_argument("--name", help="substring of the name or URI")
+    sp.add_argument("--tag", help="has this tag")
+    sp.add_argument("--owner", help="has this owner")
+    sp.add_argument("--field", help="has a field whose name contains this")
+    sp.add_argument("-A", "--all-herds", action="store_true", help="search every herd")
+    sp.add_argument("-o", "--output", choices=["table", "json", "yaml", "name"], default="table")
+    sp.set_defaults(func=cmd_datasets)
+
+
 __all__ = [
     "ANNOTATION_COLUMNS",
+    "add_parsers",
     "annotation_row",
     "lineage_args",
     "lineage_tree",

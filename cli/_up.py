@@ -6,6 +6,11 @@ API server on 127.0.0.1, writes the admin context into the client config, then r
 The controller manager and the local agent plug in as one line each in ``components()``.
 
     data dir/  lock  pki/{ca,server,admin}.{crt,key}  barn/ (LMDB)  up.log (when --detach)
+               governance/{lineage,annotations}/ (LMDB, beside the Barn)  lineage/events.jsonl
+
+Governance: the run controller's OpenLineage events go to `GovernanceLineageSink`, which ingests
+them through the API server (lineage store + Dataset catalog) and loads the annotations an llm
+step wrote; producers post events to the HTTPS endpoint on API port + 3 (``--lineage-port``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runink import agent, api, controllers, schemas, store
+from runink.api import _governance
 from runink.schemas import errors
 
 if TYPE_CHECKING:
@@ -53,6 +59,7 @@ class Cluster:
     manager: controllers.Manager | None = None
     node_name: str | None = None
     gitops_path: Path | None = None
+    lineage_url: str | None = None
     metrics: controllers.Metrics = field(default_factory=controllers.Metrics)
 
 
@@ -75,6 +82,77 @@ class FileLineageSink:
             f.write(line)
 
 
+class GovernanceLineageSink:
+    """The run controller's events -> the lineage store and catalog (the API server's ingest),
+    and a copy in ``<data dir>/lineage/events.jsonl``.
+
+    On the COMPLETE event of an llm step (job facet ``jobType.jobType == LLM_ANNOTATION``) it
+    also loads the annotations the step wrote to its output dataset into the annotation store,
+    with the step's service account as producer. The control plane loads them, rather than the
+    step posting them, because slices hold no API credential today; the store skips ids it
+    already has, so a re-emitted event or a re-run step never duplicates an annotation.
+    """
+
+    def __init__(
+        self, server: api.ApiServer, path: Path, datasets_root: Path, *, batch: int = 1000
+    ) -> None:
+        self.server = server
+        self.file = FileLineageSink(path)
+        self.datasets_root = datasets_root
+        self.batch = batch
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        await self.file.emit(event)
+        await self.server.ingest_lineage(event)
+        job_type = ((event.get("job") or {}).get("facets") or {}).get("jobType") or {}
+        if event.get("eventType") == "COMPLETE" and job_type.get("jobType") == "LLM_ANNOTATION":
+            await self.load_annotations(event)
+
+    def dataset_path(self, namespace: str, name: str, herd: str) -> Path | None:
+        """Where the local agent put a step's output dataset (as agent/_datasets resolves it)."""
+        if name.startswith("file://"):
+            return Path(name[len("file://") :])
+        if name.startswith("/"):
+            return Path(name)
+        if "://" in name or not namespace.startswith("runink://"):
+            return None
+        return self.datasets_root / herd / name
+
+    async def load_annotations(self, event: dict[str, Any]) -> int:
+        gov = self.server.governance
+        if gov is None:
+            return 0
+        step = ((event.get("run") or {}).get("facets") or {}).get("runink_step") or {}
+        herd = str(step.get("herd") or "default")
+        caller = f"system:serviceaccount:{herd}:{step.get('serviceAccount') or 'default'}"
+        written = 0
+        for out in event.get("outputs") or []:
+            path = self.dataset_path(str(out.get("namespace")), str(out.get("name")), herd)
+            if path is None or not path.is_file():
+                continue
+            try:
+                items = await asyncio.to_thread(_read_annotations, path, herd)
+            except (OSError, ValueError) as e:
+                log.warning("annotations in %s not loaded: %s", path, e)
+                continue
+            for i in range(0, len(items), self.batch):
+                chunk = items[i : i + self.batch]
+                result = await asyncio.to_thread(gov.put_annotations, chunk, caller=caller)
+                written += int(result["written"])
+        return written
+
+
+def _read_annotations(path: Path, herd: str) -> list[dict[str, Any]]:
+    items = []
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                obj = json.loads(line)
+                obj.setdefault("metadata", {}).setdefault("herd", herd)
+                items.append(obj)
+    return items
+
+
 async def run_controller_manager(cluster: Cluster) -> None:
     """The controller manager: every built-in controller and every plugin's, on the Barn."""
     mgr = controllers.Manager(
@@ -88,7 +166,13 @@ async def run_controller_manager(cluster: Cluster) -> None:
             mgr.add_broken_plugin(info.name, str(info.error))
     mgr.add(
         *controllers.builtin_controllers(
-            mgr, lineage=FileLineageSink(cluster.data_dir / "lineage" / "events.jsonl")
+            mgr,
+            lineage=GovernanceLineageSink(
+                cluster.server,
+                cluster.data_dir / "lineage" / "events.jsonl",
+                # The local agent's datasets root (agent.SliceRuntime's default for its state dir).
+                cluster.data_dir / "datasets",
+            ),
         )
     )
     try:
@@ -313,11 +397,14 @@ async def serve(
     with_components: Sequence[tuple[str, Component]] | None = None,
     node_name: str | None = None,
     gitops_path: Path | None = None,
+    lineage_port: int | None = None,
 ) -> AsyncIterator[Cluster]:
     """Bring the whole single-node cluster up, yield it, and take it down again (also on error)."""
     with data_dir_lock(data_dir):
         pki = api.ensure_cluster_pki(data_dir / "pki")
         barn = store.open_local(data_dir / "barn")
+        lineage = store.open_lineage_store(data_dir / "governance" / "lineage")
+        annotations = store.open_annotation_store(data_dir / "governance" / "annotations")
         # Plugins register their kinds on import, so load them before the API serves anything.
         metrics = controllers.Metrics()
         plugins = controllers.load_plugins(barn, metrics=metrics)
@@ -336,10 +423,16 @@ async def serve(
             # `runink logs`: slice logs written by this host's agent.
             log_source=agent.SliceLogSource.for_state_dir(data_dir / "agent"),
             token_port=port + 2 if port else 0,
+            governance=_governance.GovernanceService(lineage, annotations),
         )
+        lineage_http = None
         try:
             await _ensure_default_herd(barn)
             bound = await server.start()
+            lineage_http = server.lineage_http(
+                port=lineage_port if lineage_port is not None else (bound + 3 if port else 0)
+            )
+            lineage_http.start()
             config_path = write_client_config(config, pki, bound)
             cluster = Cluster(
                 data_dir,
@@ -352,6 +445,7 @@ async def serve(
                 controller_port if controller_port is not None else (bound + 1 if port else 0),
                 node_name=node_name,
                 gitops_path=gitops_path,
+                lineage_url=lineage_http.url,
                 metrics=metrics,
             )
             async with asyncio.TaskGroup() as tg:
@@ -367,8 +461,12 @@ async def serve(
                     for t in tasks:
                         t.cancel()
         finally:
+            if lineage_http is not None:
+                await asyncio.to_thread(lineage_http.stop)
             await server.stop(1.0)
             await barn.close()
+            lineage.close()
+            annotations.close()
 
 
 @contextlib.contextmanager
@@ -406,6 +504,7 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             with_components=components(with_agent=not args.no_agent),
             node_name=args.node_name,
             gitops_path=_resolved(args.gitops),
+            lineage_port=getattr(args, "lineage_port", None),
         ) as cluster:
             say(f"runink is up: API on 127.0.0.1:{cluster.port}, data in {data_dir}")
             say(f"admin credentials written to {cluster.config_path} (context 'local')")
@@ -413,6 +512,8 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
                 say(
                     f"controllers: metrics and health on http://127.0.0.1:{cluster.controller_port}"
                 )
+            if cluster.lineage_url:
+                say(f"lineage: OpenLineage events to POST {cluster.lineage_url} (bearer token)")
             if cluster.gitops_path is not None:
                 say(f"gitops: following {cluster.gitops_path} (GitSource default/local)")
             if args.ready_file:
@@ -505,6 +606,12 @@ def add_parser(sub: Any) -> None:
     up.add_argument(
         "--gitops", metavar="PATH", help="follow the Git repository at PATH (prune, self-heal)"
     )
+    up.add_argument(
+        "--lineage-port",
+        type=int,
+        default=None,
+        help="HTTPS port of POST /api/v1/lineage (OpenLineage producers; default: API port + 3)",
+    )
     up.add_argument("--node-name", help="Node name of the local agent (default: the host name)")
     up.add_argument("--ready-file", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
@@ -514,6 +621,7 @@ __all__ = [
     "Cluster",
     "Component",
     "FileLineageSink",
+    "GovernanceLineageSink",
     "add_parser",
     "components",
     "data_dir_lock",

@@ -5,10 +5,16 @@ editing the Pipeline never changes a run in flight) and the run's Slices, asks t
 (``_runplan.plan``) what should exist now, and writes that back: new Slices (owned by the run),
 cancellations, and the run's status (phase, per-step status, conditions). Step transitions are
 reported as OpenLineage-shaped run events to a :class:`LineageSink` and as Events for describe.
+The controller is the authoritative emitter of START/COMPLETE/FAIL; what a step reports in its
+``lineage`` result (dataset facets such as schema, columnLineage, dataQualityAssertions, or a whole
+RunEvent from the llm step) is merged into that step's COMPLETE/FAIL event (`merge_reported`).
+A step that fails a blocking quality check carries the failed checks in its message, and so does
+the message of every step skipped because of it (`failure_detail`).
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import datetime as dt
@@ -128,6 +134,107 @@ def resolve_params(spec: Mapping[str, Any], given: Mapping[str, Any]) -> dict[st
     return out
 
 
+def decode_result(value: Any) -> Any:
+    """A result as reported in a Slice's status: JSON text, or the Python literal that an agent
+    writing ``str(value)`` produced; anything else is returned as given."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
+
+
+def _reported_items(value: Any) -> list[Obj]:
+    """The ``lineage`` result(s) of a step: one dict, or one per matrix index."""
+    value = decode_result(value)
+    items = value if isinstance(value, list) else [value]
+    return [v for v in (decode_result(i) for i in items) if isinstance(v, dict)]
+
+
+def merge_reported(event: Obj, reported: Any) -> Obj:
+    """``event`` with what the step reported in its ``lineage`` result merged in.
+
+    ``reported`` is a dict (or a list of them, one per matrix index) with ``inputs`` / ``outputs``
+    (OpenLineage datasets with ``facets`` / ``inputFacets`` / ``outputFacets``) and optionally
+    ``run.facets`` and ``job.facets`` (so a whole RunEvent works). Datasets are matched by
+    (namespace, name); a facet the step reports replaces the controller's one of the same key
+    (OpenLineage facets are atomic). The event's identity (run, job, type, time) is ours.
+    """
+    out: Obj = json.loads(json.dumps(event))
+    for item in _reported_items(reported):
+        for io in ("inputs", "outputs"):
+            mine: list[Obj] = out.setdefault(io, [])
+            for d in item.get(io) or []:
+                if not isinstance(d, dict) or "namespace" not in d or "name" not in d:
+                    continue
+                ident = (str(d["namespace"]), str(d["name"]))
+                target = next((x for x in mine if (x["namespace"], x["name"]) == ident), None)
+                if target is None:
+                    target = {"namespace": ident[0], "name": ident[1]}
+                    mine.append(target)
+                for key in ("facets", "inputFacets", "outputFacets"):
+                    facets = d.get(key)
+                    if isinstance(facets, dict) and facets:
+                        target[key] = {**(target.get(key) or {}), **facets}
+        run_facets = (
+            (item.get("run") or {}).get("facets") if isinstance(item.get("run"), dict) else None
+        )
+        if isinstance(run_facets, dict):
+            # parent stays ours: the step does not know its run's OpenLineage identity.
+            extra = {k: v for k, v in run_facets.items() if k != "parent"}
+            out["run"]["facets"] = {**out["run"].get("facets", {}), **extra}
+        job_facets = (
+            (item.get("job") or {}).get("facets") if isinstance(item.get("job"), dict) else None
+        )
+        if isinstance(job_facets, dict) and job_facets:
+            out["job"]["facets"] = {**(out["job"].get("facets") or {}), **job_facets}
+    return out
+
+
+def failure_detail(results: Mapping[str, Any]) -> str | None:
+    """Why a step failed, from what it reported: its ``error`` result, or the failed blocking
+    checks in the dataQualityAssertions of its ``lineage`` result (rule, column and counts)."""
+    err = decode_result(results.get("error"))
+    if isinstance(err, str) and err:
+        return err
+    failed: list[str] = []
+    for item in _reported_items(results.get("lineage")):
+        for d in [*(item.get("inputs") or []), *(item.get("outputs") or [])]:
+            if not isinstance(d, dict):
+                continue
+            for key in ("inputFacets", "facets", "outputFacets"):
+                facet = (d.get(key) or {}).get("dataQualityAssertions") or {}
+                failed.extend(
+                    str(a.get("description") or a.get("assertion"))
+                    for a in facet.get("assertions") or []
+                    if isinstance(a, dict)
+                    and a.get("success") is False
+                    and a.get("severity", "error") == "error"
+                )
+    if failed:
+        return "blocking quality check failed: " + "; ".join(failed)
+    return None
+
+
+def _step_failure_details(slices: list[Obj]) -> dict[str, str]:
+    """Step name -> failure detail of its latest failed slice that reported one."""
+    out: dict[str, str] = {}
+    ordered = sorted(slices, key=lambda o: int((o.get("spec") or {}).get("attempt", 1)))
+    for obj in ordered:
+        st = obj.get("status") or {}
+        if st.get("phase") != "Failed":
+            continue
+        detail = failure_detail(st.get("results") or {})
+        if detail:
+            out[str((obj.get("spec") or {}).get("step"))] = detail
+    return out
+
+
 def slice_state(obj: Obj) -> _runplan.SliceState:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -152,6 +259,19 @@ def slice_state(obj: Obj) -> _runplan.SliceState:
         message=st.get("message"),
         cancelled=bool(spec.get("cancelled")),
     )
+
+
+def _failed_lineage(slices: list[Obj], step: str) -> list[Any]:
+    """The ``lineage`` results of a failed step's failed slices (a quality step reports its
+    assertions before it fails)."""
+    out: list[Any] = []
+    for obj in slices:
+        st = obj.get("status") or {}
+        if (obj.get("spec") or {}).get("step") == step and st.get("phase") == "Failed":
+            value = (st.get("results") or {}).get("lineage")
+            if value is not None:
+                out.append(value)
+    return out
 
 
 class RunReconciler:
@@ -224,7 +344,7 @@ class RunReconciler:
                 if c.name in by_name:
                     tg.create_task(bounded(self._cancel_slice(by_name[c.name], c)))
 
-        await self._write_status(run, plan, now)
+        await self._write_status(run, plan, now, owned)
         return _types.Result(requeue_after=plan.requeue_after)
 
     # -- start --------------------------------------------------------------------------------
@@ -343,10 +463,14 @@ class RunReconciler:
 
     # -- status -------------------------------------------------------------------------------
 
-    async def _write_status(self, run: Obj, plan: _runplan.RunPlan, now: float) -> None:
+    async def _write_status(
+        self, run: Obj, plan: _runplan.RunPlan, now: float, slices: list[Obj] | None = None
+    ) -> None:
         old = dict(run.get("status") or {})
         old_steps: Mapping[str, Any] = old.get("steps") or {}
         steps: dict[str, Obj] = {}
+        details = _step_failure_details(slices or [])
+        plan_message = plan.message
         for name, s in plan.steps.items():
             d: Obj = {"phase": s.phase, "attempts": s.attempts, "slices": list(s.slices)}
             if s.results:
@@ -355,6 +479,14 @@ class RunReconciler:
                 }
             if s.message:
                 d["message"] = s.message
+            if s.phase == "Failed" and name in details and s.message:
+                d["message"] = f"{s.message}; {details[name]}"
+                if plan_message:
+                    plan_message = plan_message.replace(s.message, d["message"], 1)
+            elif s.phase == "Skipped" and s.message:
+                dep = s.message.removeprefix("dependency ").split(" ", 1)[0]
+                if s.message.startswith("dependency ") and dep in details:
+                    d["message"] = f"{s.message}: {dep} {details[dep]}"
             if s.start_time is not None:
                 d["startTime"] = format_time(s.start_time)
             if s.completion_time is not None:
@@ -372,38 +504,55 @@ class RunReconciler:
             "Succeeded",
             cond,  # type: ignore[arg-type]
             plan.reason or plan.phase,
-            plan.message or "",
+            plan_message or "",
         )
         if obj["status"] != run.get("status"):
             await self.client.update_status(obj)
-        await self._report_transitions(run, old_steps, plan, now)
+        await self._report_transitions(run, old_steps, plan, now, slices or [], steps)
 
     async def _report_transitions(
-        self, run: Obj, old_steps: Mapping[str, Any], plan: _runplan.RunPlan, now: float
+        self,
+        run: Obj,
+        old_steps: Mapping[str, Any],
+        plan: _runplan.RunPlan,
+        now: float,
+        slices: list[Obj],
+        steps: Mapping[str, Obj],
     ) -> None:
         for name, s in plan.steps.items():
             before = (old_steps.get(name) or {}).get("phase", "Pending")
             if before == s.phase:
                 continue
+            message = (steps.get(name) or {}).get("message") or s.message
             if s.phase == "Running" and before in ("Pending", "Waiting"):
                 if before == "Pending":
                     await self._lineage(run, name, "START", now)
                     await self._event(run, "Normal", "StepStarted", f"step {name} started")
             elif s.phase == "Succeeded":
-                await self._lineage(run, name, "COMPLETE", now)
+                reported = s.results.get("lineage")
+                await self._lineage(run, name, "COMPLETE", now, reported=reported)
                 await self._event(run, "Normal", "StepSucceeded", f"step {name} succeeded")
             elif s.phase == "Failed":
-                await self._lineage(run, name, "FAIL", now, s.message)
-                await self._event(run, "Warning", "StepFailed", f"step {name} failed: {s.message}")
+                await self._lineage(
+                    run, name, "FAIL", now, message, reported=_failed_lineage(slices, name)
+                )
+                await self._event(run, "Warning", "StepFailed", f"step {name} failed: {message}")
             elif s.phase == "Skipped":
-                await self._event(run, "Normal", "StepSkipped", f"step {name} skipped: {s.message}")
+                await self._event(run, "Normal", "StepSkipped", f"step {name} skipped: {message}")
         old_phase = (run.get("status") or {}).get("phase")
         if plan.phase in TERMINAL_RUN and old_phase != plan.phase:
             kind = "Normal" if plan.phase == "Succeeded" else "Warning"
             await self._event(run, kind, f"Run{plan.phase}", plan.message or plan.phase)
 
     async def _lineage(
-        self, run: Obj, step: str, event_type: str, now: float, error: str | None = None
+        self,
+        run: Obj,
+        step: str,
+        event_type: str,
+        now: float,
+        error: str | None = None,
+        *,
+        reported: Any = None,
     ) -> None:
         meta = run["metadata"]
         spec = (run.get("status") or {}).get("pipelineSpec") or {}
@@ -443,6 +592,21 @@ class RunReconciler:
             "inputs": datasets(step_spec.get("inputs") or []),
             "outputs": datasets(step_spec.get("outputs") or []),
         }
+        # Who ran the step, for the governance side (an llm step's annotations are stored with
+        # its service account as producer). A custom facet, named as the spec asks.
+        event["run"]["facets"]["runink_step"] = {
+            "_producer": PRODUCER,
+            "_schemaURL": "https://runink.io/spec/facets/RuninkStepRunFacet.json",
+            "herd": herd,
+            "pipeline": pipeline,
+            "pipelineRun": meta["name"],
+            "step": step,
+            "serviceAccount": step_spec.get("serviceAccount")
+            or (run.get("spec") or {}).get("serviceAccount")
+            or "default",
+        }
+        if reported is not None:
+            event = merge_reported(event, reported)
         if error:
             event["run"]["facets"]["errorMessage"] = {
                 "_producer": PRODUCER,

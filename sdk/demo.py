@@ -2,7 +2,10 @@
 
 extract -> transform (one slice per region) -> quality -> report. Steps exchange data only through
 dataset files (``ctx.inputs`` / ``ctx.outputs``), report small results, and the report is signed
-with a key from a Secret delivered as a file on the slice's private tmpfs.
+with a key from a Secret delivered as a file on the slice's private tmpfs. extract and transform
+report a ``lineage`` result (the schema of what they wrote, and transform's column lineage) that
+the run controller merges into their OpenLineage COMPLETE events; the quality step is the
+built-in ``runink.sdk.quality:check`` (this module's `quality` is the hand-written predecessor).
 """
 
 from __future__ import annotations
@@ -21,6 +24,21 @@ from typing import Any
 from runink.sdk import _context
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+_OL = "https://runink.io/sdk/demo"
+_FACETS = "https://openlineage.io/spec/facets/"
+_TYPES = {"quantity": "int64", "unit_price": "float64", "order_date": "date"}
+
+
+def _schema(fields: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "_producer": _OL,
+        "_schemaURL": _FACETS + "1-1-1/SchemaDatasetFacet.json",
+        "fields": [{"name": n, "type": t} for n, t in fields],
+    }
+
+
+def _namespace(ctx: _context.Context) -> str:
+    return f"runink://{ctx.herd or 'default'}"
 
 
 def extract(ctx: _context.Context) -> None:
@@ -40,6 +58,19 @@ def extract(ctx: _context.Context) -> None:
             rows += 1
     ctx.logger.info("extracted %d orders into %s", rows, out)
     ctx.set_result("rows", rows)
+    columns = [(c, _TYPES.get(c, "string")) for c in reader.fieldnames or []]
+    ctx.set_result(
+        "lineage",
+        {
+            "outputs": [
+                {
+                    "namespace": _namespace(ctx),
+                    "name": "raw-sales",
+                    "facets": {"schema": _schema(columns)},
+                }
+            ]
+        },
+    )
 
 
 def transform(ctx: _context.Context) -> None:
@@ -63,6 +94,52 @@ def transform(ctx: _context.Context) -> None:
     (out_dir / f"{region}.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
     ctx.logger.info("%s: %d orders, %.2f revenue", region, orders, sum(revenue.values()))
     ctx.set_result("orders", orders)
+    ns = _namespace(ctx)
+
+    def source(*cols: str, kind: str = "DIRECT", subtype: str = "IDENTITY") -> dict[str, Any]:
+        return {
+            "inputFields": [
+                {
+                    "namespace": ns,
+                    "name": "raw-sales",
+                    "field": c,
+                    "transformations": [{"type": kind, "subtype": subtype}],
+                }
+                for c in cols
+            ]
+        }
+
+    ctx.set_result(
+        "lineage",
+        {
+            "outputs": [
+                {
+                    "namespace": ns,
+                    "name": "regional-sales",
+                    "facets": {
+                        "schema": _schema(
+                            [
+                                ("region", "string"),
+                                ("orders", "int64"),
+                                ("product", "string"),
+                                ("revenue", "float64"),
+                            ]
+                        ),
+                        "columnLineage": {
+                            "_producer": _OL,
+                            "_schemaURL": _FACETS + "1-2-0/ColumnLineageDatasetFacet.json",
+                            "fields": {
+                                "region": source("region"),
+                                "orders": source("order_id", subtype="AGGREGATION"),
+                                "product": source("product"),
+                                "revenue": source("quantity", "unit_price", subtype="AGGREGATION"),
+                            },
+                        },
+                    },
+                }
+            ]
+        },
+    )
 
 
 def quality(ctx: _context.Context) -> None:

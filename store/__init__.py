@@ -5,6 +5,8 @@ same semantics in memory, for tests. Both return a ready ``LocalBarn`` (``await 
 ``ReplicatedBarn.open(RaftConfig(...))`` gives one replica of the Raft-replicated Barn (same
 protocol, plus ``leadership()``, ``status()``, ``add_member``/``remove_member``); ``raft_admin``
 asks a replica's Raft port directly (status, membership) with the cluster secret.
+``open_lineage_store(path)`` and ``open_annotation_store(path)`` give the governance stores, each
+on an LMDB environment of its own beside the Barn (derived, high-volume data: not the Raft log).
 Everything else here is private; the Raft adapter reuses ``_fsm``, ``_lmdb`` and ``_local``.
 """
 
@@ -13,7 +15,14 @@ from __future__ import annotations
 import os
 
 from runink.store import _lmdb, _local, _memory
+from runink.store._annotations import (
+    AnnotationPage,
+    AnnotationStore,
+    LmdbAnnotationStore,
+    open_annotation_store,
+)
 from runink.store._api import Barn, ListResult, Obj, ObjectKey, Revision, WatchEvent
+from runink.store._lineage import LineageStore, open_lineage_store
 from runink.store._local import LocalBarn
 from runink.store._raft import (
     ClusterStatus,
@@ -40,9 +49,13 @@ def open_memory(**options: int) -> LocalBarn:
 
 
 __all__ = [
+    "AnnotationPage",
+    "AnnotationStore",
     "Barn",
     "ClusterStatus",
+    "LineageStore",
     "ListResult",
+    "LmdbAnnotationStore",
     "LocalBarn",
     "MemberStatus",
     "Obj",
@@ -52,6 +65,8 @@ __all__ = [
     "Revision",
     "WatchEvent",
     "ensure_secret",
+    "open_annotation_store",
+    "open_lineage_store",
     "open_local",
     "open_memory",
     "raft_admin",
