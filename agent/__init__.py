@@ -8,6 +8,10 @@ whole daemon with ``Agent(client, runtime, AgentConfig(node_name=...)).run()``.
 from runink.agent._cgroups import Limits, Usage, detect as detect_cgroups
 from runink.agent._daemon import Agent, AgentConfig, Client, run_agent, spec_from_slice
 from runink.agent._datasets import DatasetError
+from runink.agent._fluent import (
+    Forwarder as FluentForwarder,
+    parse_address as parse_fluentd_address,
+)
 from runink.agent._launcher import Launcher, LaunchError, LaunchRequest
 from runink.agent._logs import SliceLogSource, follow as follow_logs, tail as tail_logs
 from runink.agent._metrics import SliceCollector, make_registry
@@ -25,6 +29,7 @@ __all__ = [
     "AgentConfig",
     "Client",
     "DatasetError",
+    "FluentForwarder",
     "LaunchError",
     "LaunchRequest",
     "Launcher",
@@ -41,6 +46,7 @@ __all__ = [
     "detect_cgroups",
     "follow_logs",
     "make_registry",
+    "parse_fluentd_address",
     "run_agent",
     "spec_from_slice",
     "tail_logs",

@@ -84,6 +84,10 @@ class AgentConfig:
     heartbeat_interval: float = 10.0
     lease_duration: int = 40
     stop_grace: float = 10.0
+    fluentd: str | None = None
+    """``HOST:PORT`` of a Fluentd/Fluent Bit forward input: slice log lines are shipped there."""
+    log_retention: float = 24 * 3600.0
+    """Seconds a finished slice's state and log dir stay on disk while its Slice object exists."""
 
 
 def _now() -> str:
@@ -460,9 +464,15 @@ async def run_agent(
     *datasets_root* defaults to ``<state_dir>/../datasets``; it must not be under /tmp and its
     parents must be traversable by other users (a slice that names a dataset fails otherwise).
     """
-    from runink.agent import _metrics
+    from runink.agent import _fluent, _metrics
 
-    rt_ = _runtime.SliceRuntime(state_dir, launcher, datasets_root=datasets_root, python=python)
+    forwarder = None
+    if config.fluentd:
+        host, port = _fluent.parse_address(config.fluentd)
+        forwarder = _fluent.Forwarder(host, port, node=config.node_name)
+    rt_ = _runtime.SliceRuntime(
+        state_dir, launcher, datasets_root=datasets_root, python=python, log_forwarder=forwarder
+    )
     async with rt_ as rt:
         server = None
         if metrics_port is not None:

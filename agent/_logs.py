@@ -30,10 +30,20 @@ def _now() -> str:
 
 
 class LogWriter:
-    """Appends lines to ``<dir>/current.log``, rotating at *max_bytes* and keeping *keep* files."""
+    """Appends lines to ``<dir>/current.log``, rotating at *max_bytes* and keeping *keep* files.
 
-    def __init__(self, directory: Path, max_bytes: int = 10 << 20, keep: int = 3) -> None:
+    *sink* (``sink(stream, text)``) also gets every line, e.g. the Fluentd forwarder's emit.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int = 10 << 20,
+        keep: int = 3,
+        sink: Callable[[str, bytes], None] | None = None,
+    ) -> None:
         self.dir = directory
+        self.sink = sink
         self.max_bytes = max_bytes
         self.keep = keep
         directory.mkdir(parents=True, exist_ok=True)
@@ -48,6 +58,8 @@ class LogWriter:
         self._f.write(rec)
         self._f.flush()
         self._size += len(rec)
+        if self.sink is not None:
+            self.sink(stream, text)
 
     def _rotate(self) -> None:
         self._f.close()

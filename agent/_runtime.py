@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from runink.agent import _cgroups, _datasets, _launcher, _logs, _metrics, _netpool
+from runink.agent import _cgroups, _datasets, _fluent, _launcher, _logs, _metrics, _netpool
 
 Reason = Literal[
     "Completed",
@@ -224,6 +224,7 @@ class SliceRuntime:
         package_dir: str | os.PathLike[str] = PACKAGE_DIR,
         netns_pool: _netpool.NetnsPool | None = None,
         netns_pool_size: int = 2,
+        log_forwarder: _fluent.Forwarder | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.launcher = launcher
@@ -246,6 +247,8 @@ class SliceRuntime:
             netns_pool = _netpool.NetnsPool(netns_pool_size)
         self.netns_pool = netns_pool
         self._pool_task: asyncio.Task[None] | None = None
+        self.log_forwarder = log_forwarder
+        self._forward_task: asyncio.Task[None] | None = None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Slices run as ephemeral uids and must traverse to their own work dir.
         os.chmod(self.state_dir, 0o711)
@@ -259,6 +262,8 @@ class SliceRuntime:
         await self._tg.__aenter__()
         if self.netns_pool is not None:
             self._pool_task = self._tg.create_task(self.netns_pool.run())
+        if self.log_forwarder is not None:
+            self._forward_task = self._tg.create_task(self.log_forwarder.run())
         return self
 
     async def __aexit__(
@@ -270,11 +275,17 @@ class SliceRuntime:
         assert self._tg is not None
         if self._pool_task is not None:
             self._pool_task.cancel()
+        if self._forward_task is not None:
+            if et is None and self.log_forwarder is not None:
+                # A clean shutdown ships what is buffered, if the collector answers quickly.
+                await self.log_forwarder.flush(2.0)
+            self._forward_task.cancel()
         try:
             await self._tg.__aexit__(et, ev, tb)
         finally:
             self._tg = None
             self._pool_task = None
+            self._forward_task = None
             if self.netns_pool is not None:
                 # Every netns goes, also those of slices still running: they lose their network
                 # (the host end of the veth) as they would lose it with the agent's node.
@@ -522,7 +533,14 @@ class SliceRuntime:
         timeout: float | None,
     ) -> None:
         assert s.done is not None
-        writer = _logs.LogWriter(s.dir / "logs")
+        sink = None
+        if self.log_forwarder is not None:
+            fwd, herd, name = self.log_forwarder, s.herd, s.name
+
+            def sink(stream: str, text: bytes) -> None:
+                fwd.emit(herd, name, stream, text)
+
+        writer = _logs.LogWriter(s.dir / "logs", sink=sink)
         try:
             async with asyncio.TaskGroup() as tg:
                 if out_fd is not None:

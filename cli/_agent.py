@@ -72,7 +72,21 @@ async def run(args: argparse.Namespace, say: Any = print) -> int:
         node_name=args.node_name,
         labels=parse_labels(args.labels),
         taints=parse_taints(args.taints),
+        heartbeat_interval=args.heartbeat_interval,
+        lease_duration=args.lease_duration,
+        fluentd=args.fluentd,
+        log_retention=args.log_retention,
     )
+    if args.fluentd:
+        try:
+            agent.parse_fluentd_address(args.fluentd)
+        except ValueError as e:
+            raise errors.Invalid(f"--fluentd: {e}") from None
+    if args.heartbeat_interval <= 0 or args.lease_duration <= args.heartbeat_interval:
+        raise errors.Invalid(
+            "--lease-duration must be longer than --heartbeat-interval (both positive), or the "
+            "node goes NotReady between two heartbeats"
+        )
     # The fork server first: a small fresh interpreter, started before the agent gets busy.
     launcher = await asyncio.to_thread(agent.Launcher.start)
     try:
@@ -120,6 +134,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     p.add_argument("--server", help="API server host:port (default: the config context's)")
+    p.add_argument(
+        "--fluentd",
+        metavar="HOST:PORT",
+        help="also ship slice log lines to this Fluentd/Fluent Bit forward input (acknowledged)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often the Node's lease is renewed (default 10)",
+    )
+    p.add_argument(
+        "--lease-duration",
+        type=int,
+        default=40,
+        metavar="SECONDS",
+        help="how long the lease lasts without renewal before the node is NotReady (default 40)",
+    )
+    p.add_argument(
+        "--log-retention",
+        type=float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="keep a finished slice's logs this long while its Slice exists (default 86400)",
+    )
     p.add_argument(
         "--python", help="interpreter for python: steps (default: one the slices can run)"
     )
