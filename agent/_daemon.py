@@ -88,6 +88,8 @@ class AgentConfig:
     """``HOST:PORT`` of a Fluentd/Fluent Bit forward input: slice log lines are shipped there."""
     log_retention: float = 24 * 3600.0
     """Seconds a finished slice's state and log dir stay on disk while its Slice object exists."""
+    housekeeping_interval: float = 300.0
+    """How often finished slices' dirs are checked against the Slices that still exist."""
 
 
 def _now() -> str:
@@ -258,6 +260,9 @@ class Agent:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # slice key -> its runner
         self._ids: dict[str, str] = {}  # slice key -> runtime id
         self._cancelled: dict[str, str] = {}  # slice key -> cancel reason, once asked to stop
+        # Slices the control plane already ended (NodeLost while we were away or partitioned):
+        # we stop them and must not overwrite their status with our own outcome.
+        self._superseded: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
 
     @staticmethod
@@ -350,6 +355,8 @@ class Agent:
         return lambda _herd, name: fetched[name]
 
     async def _report(self, obj: _api.Obj, o: _runtime.Outcome) -> None:
+        if self._key(obj) in self._superseded:
+            return
         reason: str = o.reason
         message = o.message
         cancel = self._cancelled.get(self._key(obj))
@@ -383,13 +390,27 @@ class Agent:
         if not self._mine(obj):
             return
         key = self._key(obj)
-        if deleted or _should_stop(obj):
-            if key in self._tasks and not self._tasks[key].done():
+        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        running = key in self._tasks and not self._tasks[key].done()
+        if deleted:
+            sid = self._ids.get(key)
+            if running:
                 self._tg.create_task(self._stop(obj))
-            elif not deleted and (obj.get("status") or {}).get("phase") in (None, "Pending"):
+            elif sid is not None:
+                self.runtime.forget(sid)  # the Slice is gone: so are its logs
+            return
+        if _should_stop(obj):
+            if running:
+                self._tg.create_task(self._stop(obj))
+            elif phase == "Pending":
                 await self._set_status(obj, phase="Failed", reason="Cancelled")
             return
-        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        if running and phase in ("Succeeded", "Failed") and key not in self._superseded:
+            # Someone else ended it (the node lifecycle controller: NodeLost): the slice has
+            # been retried elsewhere, so this copy must not run on, nor report.
+            self._superseded.add(key)
+            self._tg.create_task(self._stop(obj))
+            return
         if key not in self._tasks and phase == "Pending":
             self._tasks[key] = self._tg.create_task(self._run_slice(obj))
 
@@ -397,14 +418,21 @@ class Agent:
         assert self._tg is not None
         recovered = {r.uid: r for r in await self.runtime.recover()}
         listing = await self.client.list("Slice")
+        seen: set[str] = set()
         for obj in listing.items:
             if not self._mine(obj):
                 continue
             uid = str(obj["metadata"].get("uid") or obj["metadata"]["name"])
+            seen.add(uid)
             phase = (obj.get("status") or {}).get("phase")
             r = recovered.get(uid)
             key = self._key(obj)
-            if r is not None and r.running:
+            if r is not None and r.running and phase in ("Succeeded", "Failed"):
+                # Failed as NodeLost while this agent was down, and retried elsewhere.
+                self._superseded.add(key)
+                self._ids[key] = r.id
+                self._tasks[key] = self._tg.create_task(self._await_recovered(obj, r.id, True))
+            elif r is not None and r.running:
                 self._ids[key] = r.id
                 self._tasks[key] = self._tg.create_task(self._await_recovered(obj, r.id))
             elif r is not None and r.outcome is not None:
@@ -418,8 +446,13 @@ class Agent:
                     completionTime=_now(),
                 )
 
-    async def _await_recovered(self, obj: _api.Obj, sid: str) -> None:
-        if _should_stop(obj):
+        for r in recovered.values():
+            if r.running and r.uid not in seen:
+                # Its Slice is gone (deleted, garbage-collected, or bound elsewhere now).
+                self._tg.create_task(self.runtime.stop(r.id, self.config.stop_grace))
+
+    async def _await_recovered(self, obj: _api.Obj, sid: str, stop: bool = False) -> None:
+        if stop or _should_stop(obj):
             await self._stop(obj)
         await self._report(obj, await self.runtime.wait(sid))
 
@@ -436,6 +469,23 @@ class Agent:
             except errors.Gone:
                 continue  # compacted past our revision: re-list
 
+    async def _housekeep(self) -> None:
+        """Delete finished slices' state and log dirs once their Slice objects are gone, or
+        after the retention time; never a running slice's (`SliceRuntime.housekeep`)."""
+        while True:
+            listing = await self.client.list("Slice")
+            keep = {
+                _runtime.SliceSpec(
+                    name=o["metadata"]["name"],
+                    herd=o["metadata"].get("herd") or "default",
+                    uid=str(o["metadata"].get("uid") or o["metadata"]["name"]),
+                ).id
+                for o in listing.items
+                if self._mine(o)
+            }
+            self.runtime.housekeep(keep, self.config.log_retention)
+            await asyncio.sleep(min(self.config.log_retention, self.config.housekeeping_interval))
+
     async def run(self) -> None:
         """Register, recover, then heartbeat and run slices until cancelled."""
         await self.register()
@@ -444,6 +494,7 @@ class Agent:
             await self._recover()
             tg.create_task(self._heartbeat())
             tg.create_task(self._watch_slices())
+            tg.create_task(self._housekeep())
 
 
 async def run_agent(

@@ -26,6 +26,8 @@ import os
 import shutil
 import signal
 import sys
+import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -241,6 +243,7 @@ class SliceRuntime:
         self.package_dir = Path(package_dir)
         self._slices: dict[str, _Slice] = {}
         self._by_name: dict[tuple[str, str], str] = {}  # (herd, slice name) -> latest id
+        self._starting: set[str] = set()  # ids between start()'s mkdir and the launch
         self._tg: asyncio.TaskGroup | None = None
         # Pre-wired netns with a veth for `network: isolated` slices (none: such slices fail).
         if netns_pool is None and netns_pool_size > 0 and _netpool.available():
@@ -361,6 +364,13 @@ class SliceRuntime:
     # -- public API ----------------------------------------------------------------------------
     async def start(self, spec: SliceSpec) -> int:
         """Launch *spec*; returns the host pid of the slice init. Raises `LaunchError`."""
+        self._starting.add(spec.id)
+        try:
+            return await self._start(spec)
+        finally:
+            self._starting.discard(spec.id)
+
+    async def _start(self, spec: SliceSpec) -> int:
         if self._tg is None:
             raise RuntimeError("use `async with SliceRuntime(...)`")
         if spec.id in self._slices:
@@ -459,6 +469,47 @@ class SliceRuntime:
 
     def running(self) -> list[str]:
         return [k for k, s in self._slices.items() if s.done is not None and not s.done.done()]
+
+    def _busy(self, spec_id: str) -> bool:
+        s = self._slices.get(spec_id)
+        running = s is not None and (s.done is None or not s.done.done())
+        return running or spec_id in self._starting
+
+    def forget(self, spec_id: str) -> bool:
+        """Delete a finished slice's state, work and log dir (its logs are gone for good).
+
+        Returns False, deleting nothing, while the slice is starting or running, or when a state
+        file says a previous agent process left it running (recover() decides about those).
+        """
+        d = self.state_dir / spec_id
+        if self._busy(spec_id) or (d / STATE_FILE).exists():
+            return False
+        self._slices.pop(spec_id, None)
+        for k in [k for k, v in self._by_name.items() if v == spec_id]:
+            del self._by_name[k]
+        if not d.is_dir():
+            return False
+        shutil.rmtree(d, ignore_errors=True)
+        return True
+
+    def housekeep(
+        self, keep: Collection[str], retention: float, now: float | None = None
+    ) -> list[str]:
+        """Delete the dirs of finished slices whose id is not in *keep* (their Slice objects
+        are gone), or that finished more than *retention* seconds ago. Returns deleted ids."""
+        now = time.time() if now is None else now
+        deleted = []
+        for d in list(self.state_dir.iterdir()) if self.state_dir.exists() else []:
+            if not d.is_dir() or self._busy(d.name) or (d / STATE_FILE).exists():
+                continue
+            try:
+                # The dir's mtime is when the slice ended: its state file was unlinked then.
+                finished = d.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if (d.name not in keep or now - finished > retention) and self.forget(d.name):
+                deleted.append(d.name)
+        return deleted
 
     def usage(self, spec_id: str) -> _cgroups.Usage:
         return self._slices[spec_id].cgroup.usage()
