@@ -4,8 +4,8 @@ extract -> transform (one slice per region) -> quality -> report. Steps exchange
 dataset files (``ctx.inputs`` / ``ctx.outputs``), report small results, and the report is signed
 with a key from a Secret delivered as a file on the slice's private tmpfs. extract and transform
 report a ``lineage`` result (the schema of what they wrote, and transform's column lineage) that
-the run controller merges into their OpenLineage COMPLETE events; the quality step is the
-built-in ``runink.sdk.quality:check`` (this module's `quality` is the hand-written predecessor).
+the run controller merges into their OpenLineage COMPLETE events; quality reports its checks as
+dataQualityAssertions. Standard library only: slices run the system python3.
 """
 
 from __future__ import annotations
@@ -143,32 +143,78 @@ def transform(ctx: _context.Context) -> None:
 
 
 def quality(ctx: _context.Context) -> None:
-    """Checks on raw-sales: ids present and unique, quantities in range, e-mails well formed."""
+    """Blocking checks on raw-sales: order_id present and unique, quantity in range, e-mails well
+    formed, enough rows. The outcome is reported as an OpenLineage ``dataQualityAssertions`` facet
+    (the ``lineage`` result) before a failure, so the run says which check failed and how often.
+    """
     seen: set[str] = set()
-    problems: list[str] = []
-    rows = 0
+    nulls = dupes = out_of_range = malformed = rows = 0
+    max_q = int(ctx.params.get("max_quantity", 100))
     with Path(ctx.inputs["raw-sales"]).open(newline="") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
+        for row in csv.DictReader(f):
             rows += 1
             oid = row["order_id"]
             if not oid:
-                problems.append(f"line {line}: order_id is empty")
+                nulls += 1
             elif oid in seen:
-                problems.append(f"line {line}: order_id {oid} is duplicated")
+                dupes += 1
             seen.add(oid)
-            if not 1 <= int(row["quantity"]) <= int(ctx.params.get("max_quantity", 100)):
-                problems.append(f"line {line}: quantity {row['quantity']} out of range")
+            if not 1 <= int(row["quantity"]) <= max_q:
+                out_of_range += 1
             if not _EMAIL.match(row["customer_email"]):
-                problems.append(f"line {line}: customer_email is malformed")
+                malformed += 1
     min_rows = int(ctx.params.get("min_rows", 1))
-    if rows < min_rows:
-        problems.append(f"{rows} rows, expected at least {min_rows}")
+    checks = [
+        ("not_null", "order_id", nulls, f"not_null on order_id: {nulls} of {rows} rows are null"),
+        ("unique", "order_id", dupes, f"unique on order_id: {dupes} of {rows} rows are duplicates"),
+        (
+            "range",
+            "quantity",
+            out_of_range,
+            f"range on quantity: {out_of_range} of {rows} rows outside [1, {max_q}]",
+        ),
+        (
+            "regex",
+            "customer_email",
+            malformed,
+            f"regex on customer_email: {malformed} of {rows} rows are malformed",
+        ),
+        (
+            "row_count",
+            None,
+            int(rows < min_rows),
+            f"row_count: {rows} rows, expected at least {min_rows}",
+        ),
+    ]
+    assertions = [
+        {"assertion": kind, "success": bad == 0, "severity": "error", "description": text}
+        | ({"column": col} if col else {})
+        for kind, col, bad, text in checks
+    ]
+    facet = {
+        "_producer": _OL,
+        "_schemaURL": _FACETS + "1-0-1/DataQualityAssertionsDatasetFacet.json",
+        "assertions": assertions,
+    }
+    ctx.set_result(
+        "lineage",
+        {
+            "inputs": [
+                {
+                    "namespace": _namespace(ctx),
+                    "name": "raw-sales",
+                    "inputFacets": {"dataQualityAssertions": facet},
+                }
+            ]
+        },
+    )
+    failed = [str(a["description"]) for a in assertions if not a["success"]]
     ctx.set_result("checked_rows", rows)
-    ctx.set_result("problems", len(problems))
-    for p in problems[:20]:
-        ctx.logger.error("quality: %s", p)
-    if problems:
-        raise RuntimeError(f"{len(problems)} quality problem(s) in raw-sales; first: {problems[0]}")
+    ctx.set_result("problems", len(failed))
+    for text in failed:
+        ctx.logger.error("quality: %s", text)
+    if failed:
+        raise RuntimeError("blocking quality check failed on raw-sales: " + "; ".join(failed))
     ctx.logger.info("quality: %d rows passed every check", rows)
 
 
