@@ -508,21 +508,35 @@ async def run_agent(
     python: str | None = None,
     resolve_secret: SecretResolver | None = None,
     reveal_secret: AsyncSecretResolver | None = None,
+    cgroup_parent: str | None = None,
+    netns_prefix: str | None = None,
 ) -> None:
     """Composition helper for `runink agent` / `runink up`: runtime + metrics + Agent.
 
     *launcher* is a started `runink.agent.Launcher` (start it before heavy imports).
     *datasets_root* defaults to ``<state_dir>/../datasets``; it must not be under /tmp and its
     parents must be traversable by other users (a slice that names a dataset fails otherwise).
+    Several agents on one machine need their own *cgroup_parent* and *netns_prefix* (1-4 letters
+    or digits): each agent's recovery sweeps away the cgroups and netns under its own.
     """
-    from runink.agent import _fluent, _metrics
+    from runink.agent import _cgroups, _fluent, _metrics, _netpool
 
     forwarder = None
     if config.fluentd:
         host, port = _fluent.parse_address(config.fluentd)
         forwarder = _fluent.Forwarder(host, port, node=config.node_name)
+    pool = None
+    if _netpool.available():
+        pool = _netpool.NetnsPool(2, prefix=netns_prefix or _netpool.DEFAULT_PREFIX)
     rt_ = _runtime.SliceRuntime(
-        state_dir, launcher, datasets_root=datasets_root, python=python, log_forwarder=forwarder
+        state_dir,
+        launcher,
+        datasets_root=datasets_root,
+        python=python,
+        log_forwarder=forwarder,
+        cgroup_parent=cgroup_parent or _cgroups.PARENT,
+        netns_pool=pool,
+        netns_pool_size=0 if pool is None else 2,
     )
     async with rt_ as rt:
         server = None

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import hashlib
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,17 @@ def parse_taints(text: str | None) -> list[dict[str, str]]:
             taint["value"] = value
         out.append(taint)
     return out
+
+
+def cgroup_parent(node_name: str) -> str:
+    """The default cgroup parent of a standalone agent: one per node name, so that two agents
+    on one machine never sweep each other's slices away when one of them recovers."""
+    return f"runink-{node_name}"
+
+
+def netns_prefix(node_name: str) -> str:
+    """A 4-character netns/veth name prefix per node name (interface names are <= 15 chars)."""
+    return "r" + hashlib.sha256(node_name.encode()).hexdigest()[:3]
 
 
 def make_client(args: argparse.Namespace) -> api.Client:
@@ -96,16 +109,35 @@ async def run(args: argparse.Namespace, say: Any = print) -> int:
                 return await client.reveal(herd, name)
 
             say(f"runink agent {args.node_name}: state in {args.state_dir}")
-            await agent.run_agent(
-                client,
-                config,
-                args.state_dir,
-                launcher,
-                args.metrics_port,
-                datasets_root=args.datasets_root,
-                python=args.python,
-                reveal_secret=reveal,
-            )
+            # SIGTERM/SIGINT: stop cleanly (the netns pool is removed); running slices stay, to
+            # be re-attached by the next agent process, as after a crash.
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    running = tg.create_task(
+                        agent.run_agent(
+                            client,
+                            config,
+                            args.state_dir,
+                            launcher,
+                            args.metrics_port,
+                            datasets_root=args.datasets_root,
+                            python=args.python,
+                            reveal_secret=reveal,
+                            cgroup_parent=args.cgroup_parent or cgroup_parent(args.node_name),
+                            netns_prefix=netns_prefix(args.node_name),
+                        )
+                    )
+                    stopper = tg.create_task(stop.wait())
+                    await asyncio.wait({running, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    running.cancel()
+                    stopper.cancel()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
     finally:
         await asyncio.to_thread(launcher.close)
     return 0
@@ -134,6 +166,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     p.add_argument("--server", help="API server host:port (default: the config context's)")
+    p.add_argument(
+        "--cgroup-parent",
+        help="cgroup under which slice cgroups are made (default runink-<node-name>)",
+    )
     p.add_argument(
         "--fluentd",
         metavar="HOST:PORT",

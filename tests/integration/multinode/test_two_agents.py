@@ -1,0 +1,261 @@
+"""Two agents on one machine (issue 6): killing the one running a step mid-run fails its slice as
+NodeLost, the step is retried on the other node and the run still succeeds; nothing is left behind.
+
+The control plane runs in-process (`_up.serve` without a local agent) so that the node lifecycle
+controller can get a 1 s grace period (`runink up` has no flag for it yet). The two agents are real
+`runink agent` processes with short leases. The SIGKILLed agent's slice keeps running (the design
+lets slices outlive an agent crash); the test restarts that agent, whose recovery finds the slice
+running although its Slice is Failed(NodeLost), stops it and removes its cgroup. Only the node's
+own agent can touch its processes, so that is where the clean-up belongs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runink import api, controllers
+from runink.agent import _cgroups, _netpool
+from runink.cli import _agent, _up
+
+pytestmark = [pytest.mark.integration, pytest.mark.privileged, pytest.mark.slow]
+if os.geteuid() != 0:
+    pytest.skip("agents need root (cgroups, namespaces)", allow_module_level=True)
+
+Obj = dict[str, Any]
+HERD = "mn"
+
+
+async def _controllers_short_grace(cluster: _up.Cluster) -> None:
+    mgr = controllers.Manager(cluster.barn, http_port=None, metrics=cluster.metrics)
+    mgr.add(*controllers.builtin_controllers(mgr, node_grace_period=1.0))
+    await mgr.run()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Not under /tmp: slices have a private /tmp; 0711 so slice uids reach their work dirs.
+    path = Path(tempfile.mkdtemp(prefix="runink-mn-", dir="/var/tmp"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def cluster(data_dir: Path) -> AsyncIterator[api.Client]:
+    comps = [("controllers", _controllers_short_grace)]
+    async with (
+        _up.serve(
+            data_dir / "cp",
+            port=0,
+            config=data_dir / "config",
+            say=lambda _: None,
+            with_components=comps,
+        ),
+        api.Client.from_config(data_dir / "config") as client,
+    ):
+        yield client
+
+
+class Agents:
+    """`runink agent` processes; every one is killed and its cgroups and netns removed at the end."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.nodes: set[str] = set()
+
+    def start(self, node: str) -> None:
+        self.nodes.add(node)
+        log = open(self.data_dir / f"{node}.log", "ab")  # noqa: SIM115 - the child owns it
+        self.procs[node] = subprocess.Popen(
+            [
+                sys.executable, "-m", "runink.cli", "--config", str(self.data_dir / "config"),
+                "agent", "--node-name", node, "--state-dir", str(self.data_dir / node),
+                "--datasets-root", str(self.data_dir / "datasets"),
+                "--heartbeat-interval", "0.5", "--lease-duration", "2",
+            ],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+
+    def kill(self, node: str) -> None:
+        p = self.procs.pop(node)
+        p.kill()
+        p.wait()
+
+    def stop_all(self) -> None:
+        for node in list(self.procs):
+            p = self.procs.pop(node)
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def leftovers(self) -> tuple[list[str], list[str]]:
+        """(slice cgroups, netns) still present under the agents' names."""
+        layout = _cgroups.detect()
+        cgs = [c for n in self.nodes for c in _cgroups.list_slices(layout, _agent.cgroup_parent(n))]
+        prefixes = tuple(_agent.netns_prefix(n) for n in self.nodes)
+        ns = [p.name for p in _netpool.NETNS_DIR.glob("*") if p.name.startswith(prefixes)]
+        return cgs, ns
+
+    def clean(self) -> None:
+        layout = _cgroups.detect()
+        for n in self.nodes:
+            parent = _agent.cgroup_parent(n)
+            for c in _cgroups.list_slices(layout, parent):
+                _cgroups.SliceCgroup(layout, c, parent).remove()
+            for base in [p / parent for p in layout.v1.values()] + (
+                [layout.unified / parent] if layout.unified else []
+            ):
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    base.rmdir()
+        for _, ns in [self.leftovers()]:
+            for name in ns:
+                with contextlib.suppress(OSError):
+                    subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def agents(data_dir: Path) -> Iterator[Agents]:
+    a = Agents(data_dir)
+    try:
+        yield a
+    finally:
+        for p in a.procs.values():
+            p.kill()
+            p.wait()
+        a.procs.clear()
+        a.clean()
+
+
+async def _until(what: str, probe: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = await probe()
+        if got:
+            return got
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _procs_with(token: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if token.encode() in (d / "cmdline").read_bytes():
+                    out.append(int(d.name))
+    return out
+
+
+async def test_killing_the_agent_mid_run_reschedules_the_step_and_the_run_succeeds(
+    cluster: api.Client, agents: Agents
+) -> None:
+    client = cluster
+    agents.start("mn-a")
+    agents.start("mn-b")
+
+    async def both_ready() -> bool:
+        nodes = (await client.list("Node")).items
+        ready = {
+            n["metadata"]["name"]
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (n.get("status") or {}).get("conditions") or []
+            )
+        }
+        return {"mn-a", "mn-b"} <= ready
+
+    await _until("both nodes Ready", both_ready, 60)
+    # A unique sleep length marks the step's processes in /proc.
+    token = f"7.{uuid.uuid4().int % 10**6:06d}"
+    await client.create(
+        {"apiVersion": "runink.io/v1", "kind": "Herd", "metadata": {"name": HERD}, "spec": {}}
+    )
+    await client.create(
+        {
+            "apiVersion": "runink.io/v1",
+            "kind": "Pipeline",
+            "metadata": {"name": "p", "herd": HERD},
+            "spec": {
+                "steps": [
+                    {
+                        "name": "nap",
+                        "command": ["/bin/sleep", token],
+                        "network": "none",
+                        "resources": {"cpu": "100m", "memory": "64Mi"},
+                        "retry": {"limit": 2},
+                    }
+                ]
+            },
+        }
+    )
+    await client.create(
+        {
+            "apiVersion": "runink.io/v1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "r1", "herd": HERD},
+            "spec": {"pipelineRef": {"name": "p"}},
+        }
+    )
+
+    async def running_first() -> Obj | None:
+        for s in (await client.list("Slice", HERD, selector="runink.io/run=r1")).items:
+            if (s.get("status") or {}).get("phase") == "Running":
+                return s
+        return None
+
+    first = await _until("the step Running", running_first, 60)
+    victim = first["spec"]["nodeName"]
+    survivor = ({"mn-a", "mn-b"} - {victim}).pop()
+    assert _procs_with(token), "the step's process should be running"
+    agents.kill(victim)
+
+    async def node_lost() -> Obj | None:
+        s = await client.get("Slice", first["metadata"]["name"], HERD)
+        return s if (s.get("status") or {}).get("reason") == "NodeLost" else None
+
+    lost = await _until("the slice failed as NodeLost", node_lost, 30)
+    assert lost["status"]["phase"] == "Failed"
+    # The orphaned step still runs on the killed node; its agent comes back and must stop it.
+    assert _procs_with(token)
+    agents.start(victim)
+
+    async def run_done() -> Obj | None:
+        run = await client.get("PipelineRun", "r1", HERD)
+        return run if (run.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+    run = await _until("the run to finish", run_done, 90)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    slices = (await client.list("Slice", HERD, selector="runink.io/run=r1")).items
+    by_attempt = {int(s["spec"].get("attempt", 1)): s for s in slices}
+    assert by_attempt[1]["status"]["reason"] == "NodeLost"  # not overwritten by the old agent
+    assert by_attempt[2]["spec"]["nodeName"] == survivor
+    assert by_attempt[2]["status"]["phase"] == "Succeeded"
+
+    async def nothing_left() -> bool:
+        return not _procs_with(token) and agents.leftovers()[0] == []
+
+    await _until("no orphan process or cgroup", nothing_left, 20)
+    agents.stop_all()  # SIGTERM: each agent removes its netns pool
+    assert agents.leftovers() == ([], [])
