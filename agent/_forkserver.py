@@ -59,6 +59,10 @@ libc.mount.argtypes = [
     ctypes.c_char_p,
 ]
 libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+libc.unshare.argtypes = [ctypes.c_int]
+# lo-only netns made ahead for `network: none`: joining one before the clone replaces the clone's
+# NEWNET (the kernel's netns set-up) and the child's lo ioctls on the launch path.
+SPARE_NETNS = 2
 libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 pylibc.syscall.restype = ctypes.c_long
 
@@ -131,6 +135,8 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
     if os.read(sync_r, 1) != b"1":
         return 125  # the parent failed to set us up and is about to kill us
     os.close(sync_r)
+    for fd in req.get("_close_in_child", ()):
+        os.close(fd)  # other slices' spare netns: this init must not keep them alive
     ns = req["ns"]
     if ns.get("user"):
         os.setgroups([])
@@ -168,7 +174,7 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
         name = req["hostname"].encode()
         if libc.sethostname(name, len(name)) != 0:
             raise _oserror("sethostname")
-    if req.get("net") == "none":
+    if req.get("net") == "none" and not req.get("_lo_ready"):
         _lo_up()
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
@@ -235,9 +241,31 @@ def _open_log(path: str | None) -> tuple[int, int]:
     return os.open(path, os.O_WRONLY), keep
 
 
-def launch(req: dict[str, Any], host_netns: int) -> int:
+def refill_spare_netns(spare: list[int], host_netns: int) -> None:
+    """Make lo-only netns until there are `SPARE_NETNS` (each held by an fd); called when idle."""
+    while len(spare) < SPARE_NETNS:
+        if libc.unshare(CLONE_NEWNET) != 0:
+            return  # launches fall back to CLONE_NEWNET
+        try:
+            fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _lo_up()
+            except OSError:
+                os.close(fd)
+                raise
+        finally:
+            setns(host_netns, CLONE_NEWNET)
+        spare.append(fd)
+
+
+def launch(req: dict[str, Any], host_netns: int, spare: list[int] | None = None) -> int:
     """Clone and set up one slice; returns its init's pid. Every fd opened here is closed."""
     opened: list[int] = []
+    if req.get("net", "host") == "none" and spare:
+        # The slice takes the netns (the fd goes once the clone holds it).
+        opened.append(spare.pop())
+        req["_spare_netns"] = opened[-1]
+    req["_close_in_child"] = list(spare or ())
     try:
         return _launch(req, host_netns, opened)
     finally:
@@ -258,7 +286,8 @@ def _launch(req: dict[str, Any], host_netns: int, opened: list[int]) -> int:
         if ns.get(key):
             flags |= bit
     net = req.get("net", "host")
-    if net == "none":
+    spare_fd = req.pop("_spare_netns", -1)
+    if net == "none" and spare_fd < 0:
         flags |= CLONE_NEWNET
     out_w, out_keep = _open_log(req.get("stdout"))
     opened += [out_w, out_keep]
@@ -279,7 +308,11 @@ def _launch(req: dict[str, Any], host_netns: int, opened: list[int]) -> int:
     req["_bind_fds"] = binds
     joined = False
     try:
-        if net == "isolated":
+        if spare_fd >= 0:
+            setns(spare_fd, CLONE_NEWNET)
+            joined = True
+            req["_lo_ready"] = True
+        elif net == "isolated":
             # Join the pooled netns for the clone only; the fork server returns to the host's.
             nsfd = os.open(req["netns_path"], os.O_RDONLY)
             try:
@@ -335,6 +368,8 @@ def serve(sock: socket.socket) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)
     host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+    spare: list[int] = []
+    refill_spare_netns(spare, host_netns)
 
     def send(msg: dict[str, Any]) -> None:
         sock.send(json.dumps(msg).encode())
@@ -369,7 +404,7 @@ def serve(sock: socket.socket) -> None:
                 return
             req = json.loads(data)
             try:
-                pid = launch(req, host_netns)
+                pid = launch(req, host_netns, spare)
             except OSError as e:
                 send({"id": req["id"], "error": str(e), "errno": e.errno or 0})
             except (KeyError, ValueError, TypeError) as e:
@@ -377,6 +412,7 @@ def serve(sock: socket.socket) -> None:
             else:
                 send({"id": req["id"], "pid": pid})
             reap()
+            refill_spare_netns(spare, host_netns)
 
 
 def main() -> None:
