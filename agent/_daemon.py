@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -372,7 +373,8 @@ class Agent:
             oomKilled=o.oom_killed,
             startTime=o.start_time,
             completionTime=o.finish_time,
-            results={k: str(v) for k, v in o.results.items()},
+            # Non-string results as JSON, so later steps and tools read them back exactly.
+            results={k: v if isinstance(v, str) else json.dumps(v) for k, v in o.results.items()},
         )
 
     async def _stop(self, obj: _api.Obj) -> None:
