@@ -157,12 +157,15 @@ async def _until(what: str, probe: Any, timeout: float = 60.0) -> Any:
     pytest.fail(f"timed out waiting for {what}")
 
 
-def _procs_with(token: str) -> list[int]:
+def _procs_with(token: str, node: str | None = None) -> list[int]:
+    """Pids whose command line holds *token* (in a slice cgroup of *node*'s agent, if given)."""
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             with contextlib.suppress(OSError):
-                if token.encode() in (d / "cmdline").read_bytes():
+                if token.encode() not in (d / "cmdline").read_bytes():
+                    continue
+                if node is None or f"/{_agent.cgroup_parent(node)}/" in (d / "cgroup").read_text():
                     out.append(int(d.name))
     return out
 
@@ -188,7 +191,7 @@ async def test_killing_the_agent_mid_run_reschedules_the_step_and_the_run_succee
 
     await _until("both nodes Ready", both_ready, 60)
     # A unique sleep length marks the step's processes in /proc.
-    token = f"7.{uuid.uuid4().int % 10**6:06d}"
+    token = f"12.{uuid.uuid4().int % 10**6:06d}"
     await client.create(
         {"apiVersion": "runink.io/v1", "kind": "Herd", "metadata": {"name": HERD}, "spec": {}}
     )
@@ -228,7 +231,7 @@ async def test_killing_the_agent_mid_run_reschedules_the_step_and_the_run_succee
     first = await _until("the step Running", running_first, 60)
     victim = first["spec"]["nodeName"]
     survivor = ({"mn-a", "mn-b"} - {victim}).pop()
-    assert _procs_with(token), "the step's process should be running"
+    assert _procs_with(token, victim), "the step's process should be running"
     agents.kill(victim)
 
     async def node_lost() -> Obj | None:
@@ -237,9 +240,25 @@ async def test_killing_the_agent_mid_run_reschedules_the_step_and_the_run_succee
 
     lost = await _until("the slice failed as NodeLost", node_lost, 30)
     assert lost["status"]["phase"] == "Failed"
-    # The orphaned step still runs on the killed node; its agent comes back and must stop it.
-    assert _procs_with(token)
+
+    async def retry_bound() -> Obj | None:
+        for s in (await client.list("Slice", HERD, selector="runink.io/run=r1")).items:
+            if int(s["spec"].get("attempt", 1)) == 2 and s["spec"].get("nodeName"):
+                return s
+        return None
+
+    retry = await _until("the retry bound to a node", retry_bound, 30)
+    assert retry["spec"]["nodeName"] == survivor
+    # The orphaned step still runs on the killed node; its agent comes back and must stop it
+    # (restarted only now, so the retry could not go back to it).
+    assert _procs_with(token, victim)
     agents.start(victim)
+
+    async def orphan_stopped() -> bool:
+        return not _procs_with(token, victim)
+
+    # Well before its sleep would end by itself: the restarted agent's recovery stopped it.
+    await _until("the restarted agent to stop the orphan", orphan_stopped, 4)
 
     async def run_done() -> Obj | None:
         run = await client.get("PipelineRun", "r1", HERD)
