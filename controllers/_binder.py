@@ -10,6 +10,7 @@ get a ``Scheduled=False`` condition whose message says why ("0/5 nodes available
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ log = logging.getLogger("runink.controllers.scheduler")
 Obj = dict[str, Any]
 SCHEDULER_KEY = _types.Request("Scheduler", None, "default")
 TERMINAL = frozenset({"Succeeded", "Failed"})
+BIND_CONCURRENCY = 64
 
 
 def to_scheduler(obj: Obj) -> Iterable[_types.Request]:
@@ -87,16 +89,34 @@ class SchedulerReconciler:
             return _types.Result()
         plan = scheduling.schedule(snap, now)
         conflicts = 0
-        for key, node in sorted(plan.placements.items()):
+        failure: errors.RuninkError | None = None
+        limit = asyncio.Semaphore(BIND_CONCURRENCY)
+
+        async def bind(key: scheduling.SliceKey, node: str) -> None:
+            nonlocal conflicts, failure
             obj = by_key[key]
             bound = {**obj, "spec": {**obj["spec"], "nodeName": node}}
-            try:
-                written = await self.client.update(bound)
-            except (errors.Conflict, errors.NotFound):
-                conflicts += 1
-                continue
-            self._assumed[(key.herd, key.name)] = written
-            await self._mark_scheduled(written, node)
+            async with limit:
+                try:
+                    written = await self.client.update(bound)
+                except (errors.Conflict, errors.NotFound):
+                    conflicts += 1
+                    return
+                except errors.RuninkError as e:
+                    # Not raised here: the TaskGroup would cancel sibling binds whose writes may
+                    # still commit, and then we could not assume them.
+                    failure = failure or e
+                    return
+                self._assumed[(key.herd, key.name)] = written
+                await self._mark_scheduled(written, node)
+
+        # Concurrently: bindings are independent CAS writes, and the Barn commits writes that
+        # arrive together in one transaction; one at a time, each waited for its own commit.
+        async with asyncio.TaskGroup() as tg:
+            for key, node in sorted(plan.placements.items()):
+                tg.create_task(bind(key, node))
+        if failure is not None:
+            raise failure
         for key, reason in sorted(plan.unplaced.items()):
             await self._mark_unschedulable(by_key[key], reason)
         if conflicts:

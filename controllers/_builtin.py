@@ -45,7 +45,11 @@ def builtin_controllers(
         .owns("Slice")
         .max_concurrent(4)
         .rate_limits(qps=500.0, burst=1000)
-        .build(_runs.RunReconciler(client, clock=clock, recorder=recorder, lineage=lineage)),
+        .build(
+            _runs.RunReconciler(
+                client, clock=clock, recorder=recorder, lineage=lineage, informers=informers
+            )
+        ),
         _controller.Controller.builder("scheduler")
         .for_kind("Slice")
         .with_predicates(never)

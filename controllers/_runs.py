@@ -22,9 +22,10 @@ import json
 import logging
 import uuid
 from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runink.controllers import _client, _clock, _helpers, _runplan, _types
+from runink.controllers import _client, _clock, _helpers, _informer, _runplan, _types
 from runink.schemas import errors
 
 log = logging.getLogger("runink.controllers.runs")
@@ -39,6 +40,8 @@ PRODUCER = "https://runink.io/controllers/run"
 OPENLINEAGE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 TERMINAL_RUN = frozenset({"Succeeded", "Failed", "Cancelled"})
 CREATE_CONCURRENCY = 64
+INDEX_CONTROLLER = "runink.io/controller-uid"
+"""Slice informer index: the uid of each Slice's controller owner (its run)."""
 
 
 class LineageSink(Protocol):
@@ -274,6 +277,30 @@ def _failed_lineage(slices: list[Obj], step: str) -> list[Any]:
     return out
 
 
+def controller_uids(obj: Obj) -> list[str]:
+    """Index function: the uid of ``obj``'s controller owner, if any."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return [str(r["uid"]) for r in refs if r.get("controller") and r.get("uid")]
+
+
+def _rv(obj: Obj) -> int:
+    return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+
+
+@dataclass(slots=True)
+class _RunView:
+    """What the controller keeps between passes over one run (one uid), so a pass costs O(changes)
+    conversions rather than O(slices): the run's pipelineSpec is frozen once the run starts."""
+
+    uid: str
+    steps: list[_runplan.StepDef]
+    specs: dict[str, Obj]  # step name -> its spec in status.pipelineSpec
+    multi: dict[str, bool]  # step name -> has a matrix of more than one index
+    states: dict[str, tuple[int, _runplan.SliceState]] = field(default_factory=dict)
+    # Slices this controller created (or wrote) that the informer has not shown yet: name -> obj.
+    assumed: dict[str, Obj] = field(default_factory=dict)
+
+
 class RunReconciler:
     """Reconciles one PipelineRun. See the module docstring."""
 
@@ -285,40 +312,48 @@ class RunReconciler:
         recorder: _helpers.EventRecorder | None = None,
         lineage: LineageSink | None = None,
         namespace_prefix: str = "runink",
+        informers: _informer.InformerSet | None = None,
     ) -> None:
         self.client = client
         self.clock = clock
         self.recorder = recorder
         self.lineage: LineageSink = lineage or NullLineageSink()
         self.namespace_prefix = namespace_prefix
+        # With informers, a pass reads the run's Slices from the shared cache (an index by owner
+        # uid) instead of listing them from the Barn: each slice write requeues its run, so a
+        # list per pass was O(N^2) for an N-way matrix. Without, it lists (tests, plugins).
+        self._slices: _informer.Informer | None = None
+        if informers is not None:
+            self._slices = informers.for_kind("Slice")
+            self._slices.add_indexer(INDEX_CONTROLLER, controller_uids)
+        self._views: dict[tuple[str | None, str], _RunView] = {}
 
     async def reconcile(self, request: _types.Request) -> _types.Result:
+        key = (request.herd, request.name)
         try:
             run = await self.client.get("PipelineRun", request.name, request.herd)
         except errors.NotFound:
+            self._views.pop(key, None)
             return _types.Result()
         if (run.get("metadata") or {}).get("deletionTimestamp"):
+            self._views.pop(key, None)
             return _types.Result()
         status = dict(run.get("status") or {})
         if status.get("phase") in TERMINAL_RUN:
+            self._views.pop(key, None)
             return _types.Result()
         if not status.get("pipelineSpec"):
             return await self._start(run)
 
         spec = status["pipelineSpec"]
-        herd = request.herd
-        listed = await self.client.list("Slice", herd, selector=f"{LABEL_RUN}={request.name}")
-        owned = [s for s in listed.items if _helpers.is_controlled_by(s, run)]
+        view = self._view(key, run, spec)
+        owned = await self._owned(run, view)
         now = self.clock.wall()
-        try:
-            steps = step_defs(spec)
-        except (KeyError, TypeError, ValueError) as e:
-            raise _types.TerminalError(f"cannot plan run {request}: {e}") from e
         plan = _runplan.plan(
             run_name=request.name,
-            steps=steps,
+            steps=view.steps,
             run_params=status.get("params") or {},
-            slices=[slice_state(s) for s in owned],
+            slices=self._states(view, owned),
             now=now,
             cancelled=bool((run.get("spec") or {}).get("cancelled")),
             run_start=parse_time(status.get("startTime")),
@@ -326,9 +361,6 @@ class RunReconciler:
         )
 
         by_name = {s["metadata"]["name"]: s for s in owned}
-        steps_by_name = {
-            s["name"]: s for s in [*(spec.get("steps") or []), *(spec.get("finally") or [])]
-        }
         # Concurrently: the Barn commits writes that arrive together in one transaction (one
         # fsync), so a 1,000-way matrix is created in a few commits instead of 1,000.
         limit = asyncio.Semaphore(CREATE_CONCURRENCY)
@@ -339,13 +371,78 @@ class RunReconciler:
 
         async with asyncio.TaskGroup() as tg:
             for new in plan.create:
-                tg.create_task(bounded(self._create_slice(run, steps_by_name[new.step], new)))
+                tg.create_task(bounded(self._create_slice(run, view, new)))
             for c in plan.cancel:
                 if c.name in by_name:
-                    tg.create_task(bounded(self._cancel_slice(by_name[c.name], c)))
+                    tg.create_task(bounded(self._cancel_slice(view, by_name[c.name], c)))
 
         await self._write_status(run, plan, now, owned)
         return _types.Result(requeue_after=plan.requeue_after)
+
+    # -- the run's slices ---------------------------------------------------------------------
+
+    def _view(self, key: tuple[str | None, str], run: Obj, spec: Obj) -> _RunView:
+        uid = str((run.get("metadata") or {}).get("uid"))
+        view = self._views.get(key)
+        if view is not None and view.uid == uid:
+            return view
+        try:
+            steps = step_defs(spec)
+        except (KeyError, TypeError, ValueError) as e:
+            raise _types.TerminalError(f"cannot plan run {_types.Request.of(run)}: {e}") from e
+        view = _RunView(
+            uid=uid,
+            steps=steps,
+            specs={
+                s["name"]: s for s in [*(spec.get("steps") or []), *(spec.get("finally") or [])]
+            },
+            multi={s.name: len(s.matrix) > 1 for s in steps},
+        )
+        self._views[key] = view
+        return view
+
+    async def _owned(self, run: Obj, view: _RunView) -> list[Obj]:
+        """The run's Slices: from the informer's index, overlaid with our own writes it has not
+        shown yet (as the scheduler's assumed bindings), or listed from the Barn."""
+        if self._slices is None:
+            meta = run["metadata"]
+            listed = await self.client.list(
+                "Slice", meta.get("herd"), selector=f"{LABEL_RUN}={meta['name']}"
+            )
+            return [s for s in listed.items if _helpers.is_controlled_by(s, run)]
+        cached = self._slices.by_index(INDEX_CONTROLLER, view.uid)
+        if not view.assumed:
+            return cached
+        # Once the informer has seen a revision, its cache is exact up to it: an assumed object is
+        # then either there (at its version or newer) or deleted since.
+        seen = self._slices.last_revision
+        for name, obj in list(view.assumed.items()):
+            if _rv(obj) <= seen:
+                del view.assumed[name]
+        if not view.assumed:
+            return cached
+        out = [view.assumed.get(s["metadata"]["name"], s) for s in cached]
+        names = {s["metadata"]["name"] for s in cached}
+        out.extend(obj for name, obj in view.assumed.items() if name not in names)
+        return out
+
+    @staticmethod
+    def _states(view: _RunView, owned: list[Obj]) -> list[_runplan.SliceState]:
+        """``slice_state`` of each slice, converted only when its resourceVersion moved."""
+        old, new = view.states, {}
+        out = []
+        for obj in owned:
+            name, rv = obj["metadata"]["name"], _rv(obj)
+            hit = old.get(name)
+            state = hit[1] if hit is not None and hit[0] == rv else slice_state(obj)
+            new[name] = (rv, state)
+            out.append(state)
+        view.states = new
+        return out
+
+    def _assume(self, view: _RunView, obj: Obj) -> None:
+        if self._slices is not None:
+            view.assumed[obj["metadata"]["name"]] = obj
 
     # -- start --------------------------------------------------------------------------------
 
@@ -384,11 +481,9 @@ class RunReconciler:
 
     # -- slices -------------------------------------------------------------------------------
 
-    async def _create_slice(
-        self, run: Obj, step: Mapping[str, Any], new: _runplan.NewSlice
-    ) -> None:
+    async def _create_slice(self, run: Obj, view: _RunView, new: _runplan.NewSlice) -> None:
         meta = run["metadata"]
-        status = run.get("status") or {}
+        step = view.specs[new.step]
         pipeline = ((run.get("spec") or {}).get("pipelineRef") or {}).get("name")
         spec: Obj = {
             "pipeline": pipeline,
@@ -407,7 +502,7 @@ class RunReconciler:
             "inputs": list(step.get("inputs") or []),
             "outputs": list(step.get("outputs") or []),
         }
-        if len(_runplan.expand_matrix((step.get("matrix") or {}).get("params") or {})) > 1:
+        if view.multi[new.step]:
             spec["matrixIndex"] = new.index
         for key in ("python", "command", "timeoutSeconds", "affinity", "locality"):
             if step.get(key) is not None:
@@ -431,14 +526,13 @@ class RunReconciler:
         }
         _helpers.set_controller_reference(run, obj)
         try:
-            await self.client.create(obj)
+            self._assume(view, await self.client.create(obj))
         except errors.AlreadyExists:
             return  # created by an earlier pass whose write we have not seen yet
         if new.attempt > 1:
             await self._event(run, "Normal", "Retrying", f"step {new.step}: attempt {new.attempt}")
-        del status
 
-    async def _cancel_slice(self, obj: Obj, c: _runplan.CancelSlice) -> None:
+    async def _cancel_slice(self, view: _RunView, obj: Obj, c: _runplan.CancelSlice) -> None:
         spec = obj.get("spec") or {}
         if not spec.get("nodeName"):
             # Never placed: nothing runs, so the controller ends it itself.
@@ -451,7 +545,7 @@ class RunReconciler:
             }
             # On a conflict the next pass sees the new state and decides again.
             with contextlib.suppress(errors.Conflict, errors.NotFound):
-                await self.client.update_status({**obj, "status": st})
+                self._assume(view, await self.client.update_status({**obj, "status": st}))
             return
         meta = dict(obj.get("metadata") or {})
         meta["annotations"] = {
@@ -459,7 +553,8 @@ class RunReconciler:
             ANNOTATION_CANCEL_REASON: c.reason,
         }
         with contextlib.suppress(errors.Conflict, errors.NotFound):
-            await self.client.update({**obj, "metadata": meta, "spec": {**spec, "cancelled": True}})
+            cancelled = {**obj, "metadata": meta, "spec": {**spec, "cancelled": True}}
+            self._assume(view, await self.client.update(cancelled))
 
     # -- status -------------------------------------------------------------------------------
 
