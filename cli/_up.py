@@ -61,6 +61,9 @@ class Cluster:
     gitops_path: Path | None = None
     lineage_url: str | None = None
     metrics: controllers.Metrics = field(default_factory=controllers.Metrics)
+    node_grace_period: float = 10.0
+    agent_metrics_port: int | None = None
+    fluentd: str | None = None
 
 
 Component = Callable[[Cluster], Coroutine[Any, Any, None]]
@@ -167,6 +170,7 @@ async def run_controller_manager(cluster: Cluster) -> None:
     mgr.add(
         *controllers.builtin_controllers(
             mgr,
+            node_grace_period=cluster.node_grace_period,
             lineage=GovernanceLineageSink(
                 cluster.server,
                 cluster.data_dir / "lineage" / "events.jsonl",
@@ -245,10 +249,18 @@ async def run_local_agent(cluster: Cluster) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(secrets.run())
             await secrets.synced.wait()
-            state_dir = cluster.data_dir / "agent"
-            async with agent.SliceRuntime(state_dir, launcher) as runtime:
-                config = agent.AgentConfig(node_name=cluster.node_name or node_name())
-                await agent.Agent(cluster.barn, runtime, config, secrets.resolve).run()
+            config = agent.AgentConfig(
+                node_name=cluster.node_name or node_name(), fluentd=cluster.fluentd
+            )
+            await agent.run_agent(
+                cluster.barn,
+                config,
+                cluster.data_dir / "agent",
+                launcher,
+                metrics_port=cluster.agent_metrics_port,
+                datasets_root=cluster.data_dir / "datasets",
+                resolve_secret=secrets.resolve,
+            )
     finally:
         await asyncio.to_thread(launcher.close)
 
@@ -398,6 +410,9 @@ async def serve(
     node_name: str | None = None,
     gitops_path: Path | None = None,
     lineage_port: int | None = None,
+    node_grace_period: float = 10.0,
+    agent_metrics_port: int | None = None,
+    fluentd: str | None = None,
 ) -> AsyncIterator[Cluster]:
     """Bring the whole single-node cluster up, yield it, and take it down again (also on error)."""
     with data_dir_lock(data_dir):
@@ -447,6 +462,9 @@ async def serve(
                 gitops_path=gitops_path,
                 lineage_url=lineage_http.url,
                 metrics=metrics,
+                node_grace_period=node_grace_period,
+                agent_metrics_port=agent_metrics_port,
+                fluentd=fluentd,
             )
             async with asyncio.TaskGroup() as tg:
                 tasks = [
@@ -504,6 +522,9 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             with_components=components(with_agent=not args.no_agent),
             node_name=args.node_name,
             gitops_path=_resolved(args.gitops),
+            node_grace_period=args.node_grace_period,
+            agent_metrics_port=args.agent_metrics_port,
+            fluentd=args.fluentd,
             lineage_port=getattr(args, "lineage_port", None),
         ) as cluster:
             say(f"runink is up: API on 127.0.0.1:{cluster.port}, data in {data_dir}")
@@ -612,6 +633,16 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="HTTPS port of POST /api/v1/lineage (OpenLineage producers; default: API port + 3)",
     )
+    up.add_argument(
+        "--node-grace-period",
+        type=float,
+        default=10.0,
+        help="seconds a node may stay NotReady before its slices fail with NodeLost",
+    )
+    up.add_argument(
+        "--agent-metrics-port", type=int, default=None, help="serve the agent's /metrics here"
+    )
+    up.add_argument("--fluentd", metavar="HOST:PORT", help="ship slice logs to Fluentd (forward)")
     up.add_argument("--node-name", help="Node name of the local agent (default: the host name)")
     up.add_argument("--ready-file", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
