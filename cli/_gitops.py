@@ -8,19 +8,18 @@ the GitOps controller in its own Manager against a GitSource named ``local`` tha
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runink import api, controllers, schemas
+from runink import schemas
 from runink.cli import _output
 from runink.controllers import _gitops
 from runink.schemas import errors
 
 if TYPE_CHECKING:
-    from runink.cli import _up
+    pass
 
 Obj = dict[str, Any]
 CLI_MANAGER = "runink-gitops-cli"
@@ -221,24 +220,6 @@ def _current_branch(repo: Path) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else "main"
 
 
-async def up_component(cluster: _up.Cluster, path: Path) -> None:
-    """``runink up --gitops PATH``: create/refresh the ``local`` GitSource, then run the GitOps
-    controller and its repository watch until cancelled."""
-    async with api.Client.from_config(cluster.config_path) as client:
-        await client.apply(source_for_path(path), "runink-up", force=True)
-        manager = controllers.Manager(client, resync_period=600.0)
-        ops = _gitops.GitOps(
-            client, recorder=manager.recorder, cache_dir=cluster.data_dir / "gitops-cache"
-        )
-        manager.add(ops.controller)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(ops.run_watches())
-                tg.create_task(manager.run())
-        finally:
-            manager.stop()
-
-
 __all__ = [
     "CLI_MANAGER",
     "diff",
@@ -247,5 +228,4 @@ __all__ = [
     "status",
     "suspend",
     "sync",
-    "up_component",
 ]
