@@ -15,7 +15,7 @@ Through an in-process Barn watch it records when each slice is created, bound (s
 beside the anchors' published figures (kube-scheduler, Slurm, the Kubernetes pod-startup SLO).
 Not a pass/fail test. Needs root (cgroups, namespaces).
 
-    .venv/bin/python bench/e2e_bench.py [--slices 1000] [--timeout 170]
+    .venv/bin/python bench/e2e_bench.py [--slices 1000] [--timeout 170] [--no-agent-fsync]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import shutil
 import statistics
@@ -108,6 +109,22 @@ def _span(times: dict[str, float]) -> tuple[float, float, float]:
     return first, last, rate
 
 
+def _agent_without_fsync() -> None:
+    """What-if experiment (--no-agent-fsync): the agent's state files written without fsync.
+
+    The agent writes each slice's context and state files with an fsync, synchronously on the
+    event loop that the API, controllers and Barn share; this measures what that costs.
+    """
+    from runink.agent import _runtime
+
+    def write(path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    _runtime._atomic_write = write
+
+
 async def bench(n: int, timeout: float, keep: bool) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="runink-e2e-bench-", dir="/var/tmp"))
     data_dir.chmod(0o711)
@@ -175,7 +192,8 @@ async def bench(n: int, timeout: float, keep: bool) -> int:
             cpu1 = os.times()
             if c.manager is not None:
                 stats = {s.name: (s.reconciles, s.errors) for s in c.manager.status()}
-    except TimeoutError:
+    except* TimeoutError:
+        # except*: the timeout surfaces wrapped in serve()'s TaskGroup's ExceptionGroup.
         print(f"timed out after {timeout:.0f} s; partial figures follow", file=sys.stderr)
         cpu1 = os.times()
     finally:
@@ -265,10 +283,18 @@ def main() -> int:
     ap.add_argument("--slices", type=int, default=1000, help="matrix size N (default 1000)")
     ap.add_argument("--timeout", type=float, default=170.0, help="give up after this many seconds")
     ap.add_argument("--keep", action="store_true", help="keep the data dir (for inspection)")
+    ap.add_argument(
+        "--no-agent-fsync",
+        action="store_true",
+        help="what-if: the agent writes its per-slice state files without fsync",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root: slices run in cgroups and namespaces", file=sys.stderr)
         return 2
+    if args.no_agent_fsync:
+        print("WHAT-IF: agent state files written without fsync (not how Runink runs)")
+        _agent_without_fsync()
     return asyncio.run(bench(args.slices, args.timeout, args.keep))
 
 

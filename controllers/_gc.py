@@ -129,6 +129,12 @@ def _owner_events(old: Obj | None, new: Obj | None) -> bool:
     return new is None or bool((new.get("metadata") or {}).get("deletionTimestamp"))
 
 
+def _dependent_events(old: Obj | None, new: Obj | None) -> bool:
+    # A dependent matters to its owners' collector when it appears, goes, or changes owners (and on
+    # resyncs, where old is new); its status writes (a slice writes ~3) never change the outcome.
+    return old is None or new is None or old is new or _refs(old) != _refs(new)
+
+
 def _owners_of(owner_kind: str) -> _types.Mapper:
     def mapper(obj: Obj) -> Iterable[_types.Request]:
         return _controller.owner_requests(obj, owner_kind, controller_only=False)
@@ -146,6 +152,6 @@ def garbage_collector(
         b = _controller.Controller.builder(f"garbage-collector-{kind.lower()}").for_kind(kind)
         b.with_predicates(_owner_events).max_concurrent(2)
         for dkind in deps:
-            b.watches(dkind, _owners_of(kind))
+            b.watches(dkind, _owners_of(kind), _dependent_events)
         out.append(b.build(GarbageCollector(client, kind, deps)))
     return out
