@@ -25,9 +25,11 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
+import sysconfig
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +50,9 @@ Reason = Literal[
 SECRETS_DIR = "/run/runink/secrets"
 LIB_DIR = "/run/runink/lib"
 """Inside a slice: the runink package is bind-mounted read-only at ``LIB_DIR/runink``."""
+SITE_DIR = "/run/runink/site"
+"""Inside a ``python:`` slice: the agent's site-packages, read-only, on PYTHONPATH after LIB_DIR
+(then ``SITE_DIR-1``... for directories its .pth files add)."""
 WORK_DIR = "/run/runink/work"
 """Inside a slice: its private work dir (context.json, results.json, metrics.json)."""
 STATE_FILE = "state.json"
@@ -70,28 +75,110 @@ def _not_runnable_by_slices(path: str) -> str | None:
     return None
 
 
-def choose_python(configured: str | None = None) -> str:
-    """The interpreter for ``python:`` steps: *configured*, else the agent's own, else the
-    system's; each must be executable by the slices' ephemeral UIDs (a pyenv or venv under
-    /root is not). Raises `LaunchError` listing why each candidate was refused."""
+def python_version(path: str) -> tuple[int, int] | None:
+    """(major, minor) of the interpreter at *path*, or None when it does not run."""
+    if os.path.realpath(path) in {
+        os.path.realpath(sys.executable),
+        os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+    }:
+        return sys.version_info.major, sys.version_info.minor
+    try:
+        out = subprocess.run(
+            [path, "-I", "-S", "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.split()
+        return int(out[0]), int(out[1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def choose_python(
+    configured: str | None = None,
+    *,
+    want: tuple[int, int] | None = None,
+    probe: Callable[[str], tuple[int, int] | None] = python_version,
+) -> str:
+    """The interpreter for ``python:`` steps: *configured*, else the agent's own, else a system
+    python3 of the agent's major.minor. It must be executable by the slices' ephemeral UIDs (a
+    pyenv or venv under /root is not) and of version *want* (default: the agent's), because the
+    slices import the agent's site-packages, whose compiled extensions are built for that
+    version. Raises `LaunchError` saying why each candidate was refused."""
+    want = want or (sys.version_info.major, sys.version_info.minor)
+    mm = f"{want[0]}.{want[1]}"
     candidates = (
         [configured]
         if configured
-        else [sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]
+        else [
+            sys.executable,
+            "/usr/bin/python3",
+            f"/usr/bin/python{mm}",
+            "/usr/local/bin/python3",
+            f"/usr/local/bin/python{mm}",
+        ]
     )
     problems = []
+    seen: set[str] = set()
     for c in candidates:
+        real = os.path.realpath(c)
+        if real in seen:
+            continue
+        seen.add(real)
         why = _not_runnable_by_slices(c)
         if why is None:
-            return c
+            got = probe(c)
+            if got == want:
+                return c
+            have = "does not run" if got is None else f"is Python {got[0]}.{got[1]}"
+            why = f"{c} {have}, not {mm}"
         problems.append(why)
     raise _launcher.LaunchError(
         0,
-        "no Python interpreter that slices can run for a python: step: "
+        f"no Python {mm} interpreter (the agent's version, which its site-packages are built "
+        "for) that slices can run for a python: step: "
         + "; ".join(problems)
-        + ". Configure the agent with an interpreter outside private directories "
-        "(e.g. /usr/bin/python3).",
+        + f". Install a python{mm} outside private directories (e.g. /usr/bin/python{mm}) or "
+        "run the agent with an interpreter slices can execute.",
     )
+
+
+def python_path_dirs(package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """The agent's own site-packages (sysconfig purelib, platlib) and the directories their
+    ``.pth`` files add, in that order, for slices to import what the agent can (pydantic...).
+
+    ``import`` lines of .pth files are not run inside slices; the runink package itself is
+    served from LIB_DIR, so a .pth naming *package_dir* (or its parent) is skipped.
+    """
+    paths = sysconfig.get_paths()
+    out: list[str] = []
+
+    def add(d: str) -> None:
+        real = os.path.realpath(d)
+        skip = {str(package_dir.resolve()), str(package_dir.resolve().parent)}
+        if os.path.isdir(real) and real not in out and real not in skip:
+            out.append(real)
+
+    for key in ("purelib", "platlib"):
+        add(paths[key])
+    for site_dir in out[:]:  # not the dirs .pth files add: those are no site dirs
+        for pth in sorted(Path(site_dir).glob("*.pth")):
+            try:
+                lines = pth.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                line = line.strip()
+                if not line or line.startswith(("#", "import ", "import\t")):
+                    continue
+                add(os.path.join(site_dir, line))
+    return out
+
+
+def site_mount_points(n: int) -> list[str]:
+    """Where the *n* dirs of `python_path_dirs` appear inside a slice, in PYTHONPATH order."""
+    return [SITE_DIR if i == 0 else f"{SITE_DIR}-{i}" for i in range(n)]
 
 
 def _utcnow() -> str:
@@ -241,6 +328,9 @@ class SliceRuntime:
         )
         self.herd_gid_range = herd_gid_range
         self.package_dir = Path(package_dir)
+        # (host dir, mount point) of the agent's site-packages for python: steps.
+        dirs = python_path_dirs(self.package_dir)
+        self._site_binds = list(zip(dirs, site_mount_points(len(dirs)), strict=True))
         self._slices: dict[str, _Slice] = {}
         self._by_name: dict[tuple[str, str], str] = {}  # (herd, slice name) -> latest id
         self._starting: set[str] = set()  # ids between start()'s mkdir and the launch
@@ -257,8 +347,9 @@ class SliceRuntime:
         os.chmod(self.state_dir, 0o711)
         # Empty mount points; each slice mounts its own tmpfs / bind mounts on them in its own
         # mount namespace.
-        for mp in (Path(self.secrets_dir), Path(LIB_DIR) / "runink", Path(WORK_DIR)):
-            mp.mkdir(parents=True, exist_ok=True)
+        mps = [self.secrets_dir, f"{LIB_DIR}/runink", WORK_DIR, *(m for _, m in self._site_binds)]
+        for mp in mps:
+            Path(mp).mkdir(parents=True, exist_ok=True)
 
     async def __aenter__(self) -> SliceRuntime:
         self._tg = asyncio.TaskGroup()
@@ -303,10 +394,11 @@ class SliceRuntime:
                 return uid
         raise RuntimeError(f"no free ephemeral uid in {lo}-{hi}")
 
-    def _argv(self, spec: SliceSpec) -> tuple[str, ...]:
+    async def _argv(self, spec: SliceSpec) -> tuple[str, ...]:
         if spec.python is not None:
             if self._step_python is None:
-                self._step_python = choose_python(self.python)
+                # Once per runtime: it may run a candidate interpreter to learn its version.
+                self._step_python = await asyncio.to_thread(choose_python, self.python)
             return (self._step_python, "-m", "runink.sdk._entry", spec.python)
         if not spec.command:
             raise ValueError(f"slice {spec.id}: neither command nor python is set")
@@ -375,7 +467,7 @@ class SliceRuntime:
             raise RuntimeError("use `async with SliceRuntime(...)`")
         if spec.id in self._slices:
             raise RuntimeError(f"slice {spec.id} is already running")
-        argv = self._argv(spec)
+        argv = await self._argv(spec)
         inputs, outputs, herd_gid = self._datasets(spec)
         if spec.network == "isolated" and self.netns_pool is None:
             raise _launcher.LaunchError(
@@ -396,8 +488,15 @@ class SliceRuntime:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", **spec.env}
         binds = [(str(work), WORK_DIR, False)]
         if spec.python is not None:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), LIB_DIR]))
+            # The step's own PYTHONPATH first, then runink, then the agent's site-packages:
+            # the interpreter is of the agent's minor version (choose_python), so compiled
+            # extensions (pydantic_core...) load.
+            sites = [m for _, m in self._site_binds]
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [env.get("PYTHONPATH"), LIB_DIR, *sites])
+            )
             binds.append((str(self.package_dir), f"{LIB_DIR}/runink", True))
+            binds += [(src, dst, True) for src, dst in self._site_binds]
         env.update(
             RUNINK_SLICE=spec.name,
             RUNINK_HERD=spec.herd,
@@ -643,6 +742,10 @@ class SliceRuntime:
             reason = "Completed"
         else:
             reason, message = "Error", f"exit code {code}"
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, TypeError, KeyError):
+                # A python: step's exception (sdk/_entry.py), e.g. a failed quality rule.
+                err = json.loads((s.dir / "work" / "error.json").read_text())
+                message = f"{message}: {err['type']}: {err['message']}"[:2048]
         results: dict[str, Any] = {}
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
             results = json.loads((s.dir / "work" / "results.json").read_text())
