@@ -41,7 +41,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from runink.schemas import errors
-from runink.store import _api, _commit, _fsm, _journal, _lmdb, _local
+from runink.store import _api, _commit, _fsm, _journal, _lmdb, _local, _raft_peer
 
 # pysyncobj replaces socket.inet_ntop process-wide with a Windows-only stub on import; pyroute2
 # (the agent's network namespaces) decodes addresses with it. Put the real one back.
@@ -139,9 +139,14 @@ class ClusterStatus:
         }
 
 
+# Messages that acknowledge or promise nothing about this node's log may leave before its fsync.
+_NO_FLUSH = frozenset({"append_entries", "apply_command", "apply_command_response"})
+
+
 class _Transport(TCPTransport):  # type: ignore[misc]
     """TCP transport that (1) makes the journal durable before a message acknowledging entries or
-    granting a vote leaves, and (2) can drop traffic to/from chosen peers (fault injection).
+    granting a vote leaves, (2) can drop traffic to/from chosen peers (fault injection) and (3)
+    frames every connection with ``_raft_peer`` (AES-GCM, no per-message zlib).
 
     Acks (``next_node_idx``) written while entries are pending are held and sent by
     ``release()`` after one fsync for the whole poll round: group commit on followers.
@@ -155,7 +160,7 @@ class _Transport(TCPTransport):  # type: ignore[misc]
         if node.id in self.blocked:
             return False
         kind = message.get("type")
-        if self.journal is not None and kind not in ("append_entries", "apply_command"):
+        if self.journal is not None and kind not in _NO_FLUSH:
             if kind == "next_node_idx" and self.journal.pending:
                 self.__dict__.setdefault("held", []).append((node, message))
                 return True
@@ -171,6 +176,16 @@ class _Transport(TCPTransport):  # type: ignore[misc]
             for node, message in held:
                 if node.id not in self.blocked:
                     super().send(node, message)
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if conn is not None:
+            _raft_peer.adopt(conn)
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        _raft_peer.adopt(conn)
+        super()._onNewIncomingConnection(conn)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         if node is not None and node.id in self.blocked:
@@ -299,9 +314,24 @@ class _RaftCommitter:
 class _Node(SyncObj):  # type: ignore[misc]
     """The pysyncobj object: one replicated method carrying our JSON command bytes."""
 
-    def __init__(self, apply: Callable[[bytes, int], Any], *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        apply: Callable[[bytes, int], Any],
+        cipher: _raft_peer.PeerCipher,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
         self._apply_fn = apply
+        self._cipher = cipher  # before SyncObj.__init__: its transport reads ``encryptor``
         super().__init__(*args, **kwargs)
+
+    # pysyncobj's own Fernet is off (no ``password``); peers get our AES-GCM cipher instead.
+    @property
+    def encryptor(self) -> _raft_peer.PeerCipher:
+        return self._cipher
+
+    def _getEncryptor(self) -> _raft_peer.PeerCipher:
+        return self._cipher
 
     def _checkCommandsToApply(self) -> None:
         # With appendEntriesUseBatch=False pysyncobj sends an AppendEntries round per queued
@@ -362,7 +392,7 @@ class ReplicatedBarn:
             connectionRetryTime=0.2,
             commandsWaitLeader=True,
             dynamicMembershipChange=True,
-            password=config.secret,
+            password=None,  # peer traffic is sealed by _raft_peer (see _Node.encryptor)
             fullDumpFile=os.path.join(config.data_dir, "snapshot"),
             serializer=self._serialize,
             deserializer=self._deserialize,
@@ -373,7 +403,12 @@ class ReplicatedBarn:
         _journal.stage(self._journal)
         transport_cls = type("_Tr", (_Transport,), {"journal": self._journal})
         self._node = _Node(
-            self._apply, config.self_addr, list(config.peers), conf, transportClass=transport_cls
+            self._apply,
+            _raft_peer.PeerCipher(config.secret),
+            config.self_addr,
+            list(config.peers),
+            conf,
+            transportClass=transport_cls,
         )
         self._transport: _Transport = self._node._SyncObj__transport
         self._node.addOnTickCallback(self._end_of_tick)
@@ -428,9 +463,15 @@ class ReplicatedBarn:
             self._loop.call_soon_threadsafe(self._deliver, applied, replies)
 
     def _end_of_tick(self) -> None:
+        # Deliver before the fsync: every entry applied in this tick was appended in an earlier
+        # tick (pysyncobj computes the commit index before it appends new commands, and appends
+        # received entries during the poll), and every doTick starts with a flushed journal
+        # (_tick_loop), so the results are durable here already. The fsync below covers only the
+        # entries appended in this tick; leaving it after the delivery takes one fsync off each
+        # write's latency.
+        self._commit_state()
         self._journal.flush()
         self._transport.release()
-        self._commit_state()
         while self._on_tick_calls:
             fn, fut = self._on_tick_calls.popleft()
             try:
@@ -780,8 +821,12 @@ def admin(address: str, secret: str, command: builtins.list[str], timeout: float
     ``["remove", addr]`` (a membership change, forwarded to the leader). Blocking."""
     from pysyncobj.utility import TcpUtility, UtilityException
 
+    utility = TcpUtility(None, timeout)
+    conn = utility._TcpUtility__connection
+    conn.encryptor = _raft_peer.PeerCipher(secret)
+    _raft_peer.adopt(conn)
     try:
-        return TcpUtility(secret, timeout).executeCommand(address, command)
+        return utility.executeCommand(address, command)
     except UtilityException as e:
         raise errors.Unavailable(f"replica {address} did not answer {command[0]!r}: {e}") from e
 
