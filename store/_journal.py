@@ -195,7 +195,9 @@ class FileJournal(_pjournal.Journal):  # type: ignore[misc]
     ``flush()`` (an LMDB commit costs two syncs: data, then its meta page).
 
     ``<dir>/log``: records ``[crc32][len][idx][term][command]``; a torn or corrupt tail (a crash
-    mid-write) is cut at load. Conflict truncation is an ``ftruncate``; compaction rewrites the
+    mid-write) is cut at load. Records added while ``batching`` are kept in memory and written
+    with one ``write`` at ``flush()`` (or before any truncation): one syscall per batch, not per
+    entry, as each syscall also hands the GIL to the event loop's thread. Conflict truncation is an ``ftruncate``; compaction rewrites the
     kept tail to a new file, fsyncs and renames it. ``<dir>/vote.json`` (term, vote) is replaced
     durably before any message reflecting it leaves; ``<dir>/commit`` is a hint, written lazily.
     Same threading and ``batching``/``pending``/``flush`` contract as ``LmdbJournal``.
@@ -209,6 +211,7 @@ class FileJournal(_pjournal.Journal):  # type: ignore[misc]
         self._dirty = False
         self._entries: list[Entry] = []
         self._offsets: list[int] = []
+        self._unwritten: list[bytes] = []  # records past the file's end, in order (see flush)
         # Entries cut by deleteEntriesFrom but still on disk: pysyncobj's follower cuts after
         # prevLogIdx on every AppendEntries and re-adds the same entries (research/store.md 1.5e);
         # identical re-adds are taken back without I/O, and the file is cut only on a difference.
@@ -266,10 +269,21 @@ class FileJournal(_pjournal.Journal):  # type: ignore[misc]
     def flush(self) -> None:
         self._settle_cut()
         if self._dirty:
+            self._write_out()
             os.fdatasync(self._fd)
             self._dirty = False
 
+    def _write_out(self) -> None:
+        """Append the records kept in memory to the file (``_size`` already counts them)."""
+        if self._unwritten:
+            data = b"".join(self._unwritten)
+            self._unwritten = []
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+
     def _settle_cut(self) -> None:
+        self._write_out()
         if self._cut:
             size = self._cut_offsets[0]
             os.ftruncate(self._fd, size)
@@ -293,7 +307,7 @@ class FileJournal(_pjournal.Journal):  # type: ignore[misc]
                 return
             self._settle_cut()
         rec = _record(command, idx, term)
-        os.write(self._fd, rec)
+        self._unwritten.append(rec)
         self._entries.append((command, idx, term))
         self._offsets.append(self._size)
         self._size += len(rec)
@@ -314,6 +328,7 @@ class FileJournal(_pjournal.Journal):  # type: ignore[misc]
                 self.flush()
 
     def _truncate(self, i: int) -> None:
+        self._write_out()
         size = self._offsets[i] if i < len(self._offsets) else self._size
         os.ftruncate(self._fd, size)
         self._size = size
