@@ -10,6 +10,9 @@ namespace, plus user/mount/uts/ipc/net namespaces), writes uid/gid maps and ``cg
 the parent while the child waits on a pipe, then the init sets up mounts (its own /proc and /tmp,
 detached bind trees the server cut with open_tree, secrets), hostname and lo, spawns the step
 with umask 0002 and reaps until the step exits, forwarding SIGTERM/SIGINT/SIGHUP/SIGQUIT to it.
+Zygotes (``{"op": "zygotes"}``) take the clone off the launch path: inits cloned ahead of time
+(namespaces made, / rprivate, /proc mounted, lo up, parked in a holding cgroup) wait on a socket;
+a launch writes the maps and cgroup.procs, then sends the request with its fds to one of them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 1, 2, 4
 # Files and directories a step creates are group-writable: siblings of one herd share datasets.
 STEP_UMASK = 0o002
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+PR_SET_PDEATHSIG = 1
+NS_ALL = ("user", "pid", "mnt", "uts", "ipc")
+ZYGOTE_IDLE = 0.002
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 # Python ignores these; an ignored disposition survives exec, so the step must get them back.
 RESET_IN_STEP = (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED)
@@ -60,6 +66,7 @@ libc.mount.argtypes = [
 ]
 libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 libc.unshare.argtypes = [ctypes.c_int]
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 # lo-only netns made ahead for `network: none`: joining one before the clone replaces the clone's
 # NEWNET (the kernel's netns set-up) and the child's lo ioctls on the launch path.
 SPARE_NETNS = 2
@@ -131,23 +138,28 @@ def _write_status(fd: int, status: dict[str, Any]) -> None:
 
 
 def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int) -> int:
-    """Runs as PID 1 of the slice. Returns the exit code for os._exit."""
-    if os.read(sync_r, 1) != b"1":
-        return 125  # the parent failed to set us up and is about to kill us
-    os.close(sync_r)
-    for fd in req.get("_close_in_child", ()):
-        os.close(fd)  # other slices' spare netns: this init must not keep them alive
+    """Runs as PID 1 of the slice. Returns the exit code for os._exit.
+
+    *sync_r* < 0: a released zygote (already set up as far as it could be, maps written)."""
+    if sync_r >= 0:
+        if os.read(sync_r, 1) != b"1":
+            return 125  # the parent failed to set us up and is about to kill us
+        os.close(sync_r)
+        for fd in req.get("_close_in_child", ()):
+            os.close(fd)  # other slices' spare netns: this init must not keep them alive
     ns = req["ns"]
     if ns.get("user"):
         os.setgroups([])
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     if ns.get("mnt"):
-        mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+        premounted = sync_r < 0
+        if not premounted:
+            mount(None, "/", None, MS_REC | MS_PRIVATE, None)
         for tree_fd, target in req.get("_bind_fds", []):
             move_mount(tree_fd, target)
             os.close(tree_fd)
-        if ns.get("pid"):
+        if ns.get("pid") and not premounted:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         if req.get("private_tmp", True):
             mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
@@ -357,6 +369,179 @@ def _launch(req: dict[str, Any], host_netns: int, opened: list[int]) -> int:
     return pid
 
 
+class Zygotes:
+    """Slice inits cloned ahead of time, per network mode, each parked on its own socket.
+
+    A zygote has every namespace of a default slice (user, pid, mnt, uts, ipc; net for
+    ``none``), / made rprivate, its own /proc and (``none``) lo up, and sits in the holding
+    cgroup. It has no uid/gid map yet: the gid is the herd's, known at launch only, and the
+    parent writes both maps (two small writes) before releasing it. Unused zygotes die with
+    the server (PDEATHSIG, EOF on their socket) and are killed by `clear`.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.kinds: tuple[str, ...] = ()
+        self.cgroup_procs: list[str] = []
+        self.ready: dict[str, list[tuple[int, socket.socket]]] = {}
+        self.pids: set[int] = set()  # parked (never reported to the agent)
+
+    def configure(self, msg: dict[str, Any], close_in_child: list[int]) -> None:
+        self.clear()
+        self.size = int(msg.get("size", 0))
+        self.kinds = tuple(k for k in msg.get("kinds", ("none",)) if k in ("none", "host"))
+        self.cgroup_procs = list(msg.get("cgroup_procs") or [])
+        self.refill(close_in_child)
+
+    def eligible(self, req: dict[str, Any]) -> bool:
+        ns = req["ns"]
+        return all(ns.get(k) for k in NS_ALL) and req.get("net", "host") in self.kinds
+
+    def take(self, net: str) -> tuple[int, socket.socket] | None:
+        pool = self.ready.get(net)
+        if not pool:
+            return None
+        pid, zsock = pool.pop(0)  # the oldest: most likely done with its own set-up
+        self.pids.discard(pid)
+        return pid, zsock
+
+    def low(self) -> bool:
+        return any(len(self.ready.get(k, ())) < self.size for k in self.kinds)
+
+    def refill(self, close_in_child: list[int], most: int = 1 << 30) -> None:
+        for kind in self.kinds:
+            pool = self.ready.setdefault(kind, [])
+            while len(pool) < self.size and most > 0:
+                most -= 1
+                try:
+                    pool.append(self._make(kind, close_in_child))
+                except OSError as e:
+                    # Launches fall back to a clone each; say why once per attempt.
+                    os.write(2, f"runink forkserver: cannot make a zygote: {e}\n".encode())
+                    return
+                self.pids.add(pool[-1][0])
+
+    def _make(self, net: str, close_in_child: list[int]) -> tuple[int, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # Only what must come with the clone (PID 1 of a pid ns owned by the new user ns):
+            # the child unshares the rest itself, so making the mount table copy and the
+            # netns costs the zygote's time, not the server's (which may owe an exit report).
+            pid = raw_clone(CLONE_NEWUSER | CLONE_NEWPID)
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:
+            code = 126
+            try:
+                ctypes.pythonapi.PyOS_AfterFork_Child()
+                signal.set_wakeup_fd(-1)
+                for fd in close_in_child:
+                    os.close(fd)
+                for pool in self.ready.values():
+                    for _, other in pool:
+                        other.close()
+                ours.close()
+                code = _zygote(theirs, net)
+            except BaseException as e:  # noqa: BLE001 - the child must never return into the server
+                try:
+                    os.write(2, f"runink: zygote failed: {e}\n".encode())
+                finally:
+                    os._exit(126)
+            os._exit(code)
+        theirs.close()
+        try:
+            for procs in self.cgroup_procs:
+                _write_pid(procs, pid)
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            ours.close()
+            raise
+        return pid, ours
+
+    def clear(self) -> None:
+        """Kill every parked zygote (they are reaped, unreported, by the server's loop)."""
+        for pool in self.ready.values():
+            for pid, zsock in pool:
+                zsock.close()
+                try:  # noqa: SIM105 - keep the fork server's imports minimal
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.ready.clear()
+
+
+def _zygote(sock: socket.socket, net: str) -> int:
+    """A parked slice init: set up what needs no request, then wait for one (or EOF)."""
+    # Die with the server while parked; a released slice must outlive it (agent restarts).
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Owned by our new user ns, as the clone flags would have made them.
+    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (CLONE_NEWNET if net == "none" else 0)
+    if libc.unshare(flags) != 0:
+        raise _oserror("unshare")
+    mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    if net == "none":
+        _lo_up()
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 22, 64)
+    except OSError:
+        return 0
+    if not data:
+        return 0  # the server went away or cleared the pool
+    libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+    sock.close()
+    for fd in fds:
+        os.set_inheritable(fd, False)  # only dup2'd stdout/stderr reach the step
+    req = json.loads(data)
+    out_w, _out_keep, err_w, _err_keep = fds[:4]
+    rest = fds[4:]
+    status_fd = rest.pop(0) if req.get("_has_status") else -1
+    req["_stdout_fd"], req["_stderr_fd"] = out_w, err_w
+    req["_bind_fds"] = list(zip(rest, [b["dst"] for b in req.get("binds") or []], strict=True))
+    req["_lo_ready"] = True
+    return _slice_init(req, -1, status_fd)
+
+
+def _write_pid(procs: str, pid: int) -> None:
+    fd = os.open(procs, os.O_WRONLY)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
+
+
+def launch_zygote(req: dict[str, Any], zyg: tuple[int, socket.socket]) -> int:
+    """Release a parked zygote with *req*: maps, cgroup, then the request and its fds."""
+    pid, zsock = zyg
+    opened: list[int] = []
+    try:
+        uid, gid = int(req["uid"]), int(req["gid"])
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write(f"0 {uid} 1\n")
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write(f"0 {gid} 1\n")
+        for procs in req.get("cgroup_procs", []):
+            _write_pid(procs, pid)
+        for path in (req.get("stdout"), req.get("stderr")):
+            opened += _open_log(path)
+        if req.get("status_path"):
+            opened.append(os.open(req["status_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            req["_has_status"] = True
+        for bind in req.get("binds") or []:
+            opened.append(open_tree(bind["src"], bool(bind.get("ro", True))))
+        socket.send_fds(zsock, [json.dumps(req).encode()], opened)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        zsock.close()
+        for fd in opened:
+            os.close(fd)
+    return pid
+
+
 def serve(sock: socket.socket) -> None:
     # No cyclic GC here or in the slice inits: a collection would touch (and so copy-on-write
     # fault) every object page shared with the children. This process allocates little.
@@ -370,24 +555,45 @@ def serve(sock: socket.socket) -> None:
     host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
     spare: list[int] = []
     refill_spare_netns(spare, host_netns)
+    zygotes = Zygotes()
+    os.set_inheritable(sock.fileno(), False)  # no slice may hold the agent's channel
+
+    def inherited() -> list[int]:
+        """The server's own fds, which a zygote closes first."""
+        return [sock.fileno(), wake_r, wake_w, host_netns, *spare]
 
     def send(msg: dict[str, Any]) -> None:
         sock.send(json.dumps(msg).encode())
 
-    def reap() -> None:
+    def reap() -> bool:
+        """Report every exited slice init; True when at least one was reported."""
+        reported = False
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                return reported
             if pid == 0:
-                return
+                return reported
+            if pid in zygotes.pids:
+                zygotes.pids.discard(pid)  # a parked zygote died (killed by `clear`)
+                for pool in zygotes.ready.values():
+                    pool[:] = [z for z in pool if z[0] != pid]
+                continue
             send({"op": "exit", "pid": pid, "status": status})
+            reported = True
 
     while True:
+        # Zygotes are made only when nothing happened for ZYGOTE_IDLE s: making one costs the
+        # server a clone and the machine a process set-up, which would otherwise compete with
+        # the slice just launched and delay its exit report.
+        timeout = ZYGOTE_IDLE if zygotes.low() else None
         try:
-            ready = select.select([sock.fileno(), wake_r], [], [])[0]
+            ready = select.select([sock.fileno(), wake_r], [], [], timeout)[0]
         except InterruptedError:
+            continue
+        if not ready:
+            zygotes.refill(inherited(), most=1)
             continue
         if wake_r in ready:
             try:
@@ -401,10 +607,25 @@ def serve(sock: socket.socket) -> None:
             if not data:
                 # The agent went away. Slices keep running (their inits are reparented); the
                 # restarted agent re-attaches through its state dir and a new fork server.
+                zygotes.clear()
                 return
             req = json.loads(data)
+            if req.get("op") == "zygotes":
+                zygotes.configure(req, inherited())
+                continue
             try:
-                pid = launch(req, host_netns, spare)
+                zyg = zygotes.take(req.get("net", "host")) if zygotes.eligible(req) else None
+                if zyg is not None:
+                    try:
+                        pid = launch_zygote(req, zyg)
+                    except OSError:
+                        zygotes.pids.add(zyg[0])  # killed: its exit is not the agent's business
+                        pid = launch(req, host_netns, spare)  # e.g. a dead zygote: clone one
+                    except BaseException:
+                        zygotes.pids.add(zyg[0])
+                        raise
+                else:
+                    pid = launch(req, host_netns, spare)
             except OSError as e:
                 send({"id": req["id"], "error": str(e), "errno": e.errno or 0})
             except (KeyError, ValueError, TypeError) as e:

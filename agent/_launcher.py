@@ -146,6 +146,23 @@ class Launcher:
             raise LaunchError(int(reply.get("errno") or 0), str(reply["error"]))
         return int(reply["pid"])
 
+    def enable_zygotes(
+        self,
+        size: int = 2,
+        kinds: tuple[NetworkMode, ...] = ("none",),
+        cgroup_procs: tuple[str, ...] = (),
+    ) -> None:
+        """Keep *size* pre-cloned slice inits per network mode in *kinds* (``none``/``host``)
+        parked in the cgroup of *cgroup_procs*; ``size=0`` kills the parked ones. Launches
+        with every namespace on and such a network mode then skip the clone and the mounts."""
+        msg = {
+            "op": "zygotes",
+            "size": size,
+            "kinds": list(kinds),
+            "cgroup_procs": list(cgroup_procs),
+        }
+        self._sock.send(json.dumps(msg).encode())
+
     def launch_sync(self, req: LaunchRequest) -> int:
         rid = next(self._ids)
         self._sock.send(req.to_wire(rid))

@@ -314,6 +314,7 @@ class SliceRuntime:
         netns_pool: _netpool.NetnsPool | None = None,
         netns_pool_size: int = 2,
         log_forwarder: _fluent.Forwarder | None = None,
+        zygotes: int = 2,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.launcher = launcher
@@ -341,6 +342,8 @@ class SliceRuntime:
         self.netns_pool = netns_pool
         self._pool_task: asyncio.Task[None] | None = None
         self.log_forwarder = log_forwarder
+        # Pre-cloned inits for `network: none` slices, kept by the fork server (see there).
+        self.zygotes = zygotes
         self._forward_task: asyncio.Task[None] | None = None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Slices run as ephemeral uids and must traverse to their own work dir.
@@ -354,6 +357,8 @@ class SliceRuntime:
     async def __aenter__(self) -> SliceRuntime:
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
+        if self.zygotes > 0:
+            self.launcher.enable_zygotes(self.zygotes, ("none",))
         if self.netns_pool is not None:
             self._pool_task = self._tg.create_task(self.netns_pool.run())
         if self.log_forwarder is not None:
@@ -367,6 +372,9 @@ class SliceRuntime:
         tb: TracebackType | None,
     ) -> None:
         assert self._tg is not None
+        if self.zygotes > 0:
+            with contextlib.suppress(OSError):  # a fork server already gone took them along
+                self.launcher.enable_zygotes(0)
         if self._pool_task is not None:
             self._pool_task.cancel()
         if self._forward_task is not None:

@@ -27,10 +27,12 @@ from pathlib import Path
 from runink.agent import _cgroups, _launcher, _netpool
 
 WARMUP = 10
+PAUSE = 0.01
 
 
-def measure(fn: Callable[[], object], n: int) -> list[float]:
-    """Times *fn*; if it returns a callable, that clean-up (e.g. rmdir) runs outside the timing."""
+def measure(fn: Callable[[], object], n: int, pause: float = 0.0) -> list[float]:
+    """Times *fn*; if it returns a callable, that clean-up (e.g. rmdir) runs outside the timing,
+    then *pause* seconds of idle (a launch rate below saturation: pools refill while idle)."""
     for _ in range(WARMUP):
         after = fn()
         if callable(after):
@@ -42,6 +44,8 @@ def measure(fn: Callable[[], object], n: int) -> list[float]:
         out.append((time.perf_counter() - t0) * 1e3)
         if callable(after):
             after()
+        if pause:
+            time.sleep(pause)
     return out
 
 
@@ -94,13 +98,13 @@ def report(results: dict[str, list[float]]) -> None:
     p50 = {k: statistics.median(v) for k, v in results.items()}
     base = p50.get("posix_spawn")
     runc = p50.get("runc")
-    print(f"{'variant':50} {'p50 ms':>8} {'p99 ms':>8} {'x spawn':>8} {'runc / x':>9}")
+    print(f"{'variant':60} {'p50 ms':>8} {'p99 ms':>8} {'x spawn':>8} {'runc / x':>9}")
     for k, v in results.items():
         v = sorted(v)
         p99 = v[min(len(v) - 1, int(len(v) * 0.99))]
         r_sp = f"{p50[k] / base:8.2f}" if base else "       -"
         r_rc = f"{runc / p50[k]:9.2f}" if runc else "        -"
-        print(f"{k:50} {p50[k]:8.2f} {p99:8.2f} {r_sp} {r_rc}")
+        print(f"{k:60} {p50[k]:8.2f} {p99:8.2f} {r_sp} {r_rc}")
 
 
 def inner_crun(n: int, bundle: Path) -> None:
@@ -158,6 +162,24 @@ def main() -> None:
         results["runink: user+pid+mnt+uts+ipc, net host"] = measure(ours("host", False), n)
         results["runink: + netns (network none)"] = measure(ours("none", False), n)
         results["runink: + netns + fresh cgroup (6 dirs, limits)"] = measure(ours("none", True), n)
+        # Phase 4: pre-cloned slice inits (zygotes) parked by the fork server, refilled after
+        # each reply while the previous step runs.
+        # The server refills the pool only after ZYGOTE_IDLE (2 ms) without work, so
+        # back-to-back launches use zygotes only while the pool lasts: measured both ways.
+        lau.enable_zygotes(2, ("none", "host"))
+        time.sleep(0.2)
+        results["runink zygote: network none, back to back"] = measure(ours("none", False), n)
+        results[f"posix_spawn, {PAUSE * 1e3:.0f} ms idle between launches"] = measure(
+            lambda: spawn_wait(["/bin/true"]), n, PAUSE
+        )
+        results["runink zygote: net host, idle between"] = measure(ours("host", False), n, PAUSE)
+        results["runink zygote: network none, idle between"] = measure(
+            ours("none", False), n, PAUSE
+        )
+        results["runink zygote: none + fresh cgroup, idle between"] = measure(
+            ours("none", True), n, PAUSE
+        )
+        lau.enable_zygotes(0)
         # network: isolated joins a netns the pool wired ahead of time; joining costs the same
         # whichever ready netns it is, so one is reused here. The build itself is timed apart.
         pool = _netpool.NetnsPool(1, prefix="rkb")
