@@ -15,7 +15,8 @@ Through an in-process Barn watch it records when each slice is created, bound (s
 beside the anchors' published figures (kube-scheduler, Slurm, the Kubernetes pod-startup SLO).
 Not a pass/fail test. Needs root (cgroups, namespaces).
 
-    .venv/bin/python bench/e2e_bench.py [--slices 1000] [--timeout 170] [--no-agent-fsync]
+    .venv/bin/python bench/e2e_bench.py [--slices 1000] [--timeout 170]
+        [--no-agent-fsync] [--tmpdir /dev/shm]   # what-if experiments, not how Runink runs
 """
 
 from __future__ import annotations
@@ -63,12 +64,17 @@ class Timeline:
     run_created: float = 0.0
     run_done: float = 0.0
     run_phase: str = ""
+    slice_events: int = 0  # ADDED/MODIFIED/DELETED of Slices: the Slice writes
+    first_revision: int = 0  # the Barn's revision just before the run was created
+    last_revision: int = 0  # the revision of the last Slice event seen
 
 
 async def _watch_slices(client: Any, since: Any, tl: Timeline, n: int) -> None:
     async for ev in client.watch("Slice", HERD, since=since):
         if ev.type == "BOOKMARK":
             continue
+        tl.slice_events += 1
+        tl.last_revision = ev.revision
         now = time.time()
         name = ev.object["metadata"]["name"]
         tl.created.setdefault(name, now)
@@ -125,8 +131,8 @@ def _agent_without_fsync() -> None:
     _runtime._atomic_write = write
 
 
-async def bench(n: int, timeout: float, keep: bool) -> int:
-    data_dir = Path(tempfile.mkdtemp(prefix="runink-e2e-bench-", dir="/var/tmp"))
+async def bench(n: int, timeout: float, keep: bool, tmpdir: str = "/var/tmp") -> int:
+    data_dir = Path(tempfile.mkdtemp(prefix="runink-e2e-bench-", dir=tmpdir))
     data_dir.chmod(0o711)
     tl = Timeline()
     cpu0 = cpu1 = os.times()
@@ -188,6 +194,7 @@ async def bench(n: int, timeout: float, keep: bool) -> int:
                 tg.create_task(_watch_slices(c.barn, since, tl, n))
                 tg.create_task(_watch_run(c.barn, "r1", since, tl))
                 tl.run_created = time.time()
+                tl.first_revision = c.barn.revision
                 await client.create(controllers.make_run(pipeline, name="r1"))
             cpu1 = os.times()
             if c.manager is not None:
@@ -245,6 +252,11 @@ def _report(
     print(f"\nwhole run: {run_total:.2f} s (PipelineRun created -> {tl.run_phase or 'last slice'})")
     print(f"process CPU: {cpu:.1f} s in {wall:.1f} s wall ({cpu / wall:.0%} of one core)", end="")
     print(f"; reaped children {child:.1f} s")
+    writes = max(0, tl.last_revision - tl.first_revision)
+    print(
+        f"Barn writes up to the last Slice event: {writes} ({writes / n:.1f} per slice), "
+        f"of which Slice writes {tl.slice_events} ({tl.slice_events / n:.1f} per slice)"
+    )
     if stats:
         print("reconciles: " + ", ".join(f"{k} {r} ({e} err)" for k, (r, e) in stats.items()))
 
@@ -288,6 +300,11 @@ def main() -> int:
         action="store_true",
         help="what-if: the agent writes its per-slice state files without fsync",
     )
+    ap.add_argument(
+        "--tmpdir",
+        default="/var/tmp",
+        help="where the data dir (Barn, agent state, logs) goes; what-if: /dev/shm (tmpfs)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root: slices run in cgroups and namespaces", file=sys.stderr)
@@ -295,7 +312,7 @@ def main() -> int:
     if args.no_agent_fsync:
         print("WHAT-IF: agent state files written without fsync (not how Runink runs)")
         _agent_without_fsync()
-    return asyncio.run(bench(args.slices, args.timeout, args.keep))
+    return asyncio.run(bench(args.slices, args.timeout, args.keep, args.tmpdir))
 
 
 if __name__ == "__main__":
