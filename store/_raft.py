@@ -10,7 +10,8 @@
 Writes sent to a follower are forwarded to the leader by pysyncobj; the result comes from the
 follower's own apply, so it reads its own write. A write not confirmed in time, or whose leader
 changed, raises ``OutcomeUnknown`` (it may still commit); one that surely did not commit raises
-``Unavailable``. Peer traffic is encrypted and authenticated with a random cluster secret.
+``Unavailable``. Peer traffic is sealed with AES-GCM under keys derived from a random cluster
+secret (``store._raft_peer``), authenticated before anything is unpickled.
 The state (``_fsm`` on ``_lmdb``) commits without fsync: the fsynced journal holds every entry
 since the last snapshot, and a replica whose machine crashed while it ran rebuilds from them.
 """
