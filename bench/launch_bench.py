@@ -166,6 +166,9 @@ def main() -> None:
         # each reply while the previous step runs.
         # The server refills the pool only after ZYGOTE_IDLE (2 ms) without work, so
         # back-to-back launches use zygotes only while the pool lasts: measured both ways.
+        results["runink: network none (clone per launch), idle between"] = measure(
+            ours("none", False), n, PAUSE
+        )
         lau.enable_zygotes(2, ("none", "host"))
         time.sleep(0.2)
         results["runink zygote: network none, back to back"] = measure(ours("none", False), n)
