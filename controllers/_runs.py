@@ -3,8 +3,9 @@
 It reads the run, its pipeline (snapshotted into ``status.pipelineSpec`` when the run starts, so
 editing the Pipeline never changes a run in flight) and the run's Slices (from the shared informer
 cache, indexed by owner uid), asks the pure planner (``_runplan.plan``) what should exist now,
-and writes that back: new Slices (owned by the run), cancellations, and the run's status (phase, per-step status, conditions). Step transitions are
-reported as OpenLineage-shaped run events to a :class:`LineageSink` and as Events for describe.
+and writes that back: new Slices (owned by the run), cancellations, and the run's status (phase,
+per-step status, conditions). Step transitions are reported as OpenLineage-shaped run events to a
+:class:`LineageSink` and as Events for describe.
 The controller is the authoritative emitter of START/COMPLETE/FAIL; what a step reports in its
 ``lineage`` result (dataset facets such as schema, columnLineage, dataQualityAssertions, or a whole
 RunEvent from the llm step) is merged into that step's COMPLETE/FAIL event (`merge_reported`).
