@@ -4,6 +4,10 @@ Both are driven by one asyncio load generator, one connection per client, JSON o
 through its replica's line protocol (store._raft_node), etcd through its v3 JSON gateway (HTTP/1.1
 keep-alive). Writes are ~200-byte values. Not a test: run it and read the ratios.
 
+Besides ops/s it prints the CPU time the servers (all members together, not the load generator)
+spent per 16-client write, and the load average: on a shared 2-core machine the throughput moves
+with the neighbours' load, the CPU per write much less.
+
     .venv/bin/python bench/raft_bench.py [--seconds 5] [--skip-etcd]
 """
 
@@ -116,9 +120,23 @@ class Etcd:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time consumed so far by these processes (their threads included)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def load(
-    op: Callable[[int, int], Awaitable[None]], clients: int, seconds: float
+    op: Callable[[int, int], Awaitable[None]],
+    clients: int,
+    seconds: float,
+    pids: list[int] | None = None,
 ) -> dict[str, float]:
+    cpu0 = cpu_seconds(pids) if pids else 0.0
     lat: list[float] = []
     end = time.monotonic() + seconds
 
@@ -135,11 +153,13 @@ async def load(
         for cid in range(clients):
             tg.create_task(worker(cid))
     elapsed = time.monotonic() - t0
+    cpu = cpu_seconds(pids) - cpu0 if pids else 0.0
     lat.sort()
     return {
         "ops": len(lat) / elapsed,
         "p50": statistics.median(lat) * 1000,
         "p99": lat[int(len(lat) * 0.99) - 1] * 1000,
+        "cpu_ms": cpu / len(lat) * 1000,
     }
 
 
@@ -164,7 +184,8 @@ async def bench_barn(size: int, seconds: float) -> dict[str, dict[str, float]]:
             leader, "create", obj={"kind": "B", "metadata": {"name": "r"}, "spec": {}}
         )
         out["write x1"] = await load(put, 1, seconds)
-        out["write x16"] = await load(put, 16, seconds)
+        pids = [r.proc.pid for r in cluster.replicas if r.proc is not None]
+        out["write x16"] = await load(put, 16, seconds, pids)
         out["lin read x16"] = await load(read, 16, seconds)
         for c in conns.values():
             c.close()
@@ -205,7 +226,8 @@ async def bench_etcd(seconds: float) -> dict[str, dict[str, float]]:
 
         await conn(0).post("/v3/kv/put", {"key": _b64("r"), "value": _b64(VALUE)})
         out["write x1"] = await load(put, 1, seconds)
-        out["write x16"] = await load(put, 16, seconds)
+        pids = [p.pid for p in etcd.procs if p is not None]
+        out["write x16"] = await load(put, 16, seconds, pids)
         out["lin read x16"] = await load(read, 16, seconds)
         for c in conns.values():
             c.close()
@@ -231,6 +253,7 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--skip-etcd", action="store_true")
     a = ap.parse_args()
+    load_before = os.getloadavg()
     b1 = await bench_barn(1, a.seconds)
     b3 = await bench_barn(3, a.seconds)
     e3 = None if a.skip_etcd or not shutil.which("etcd") else await bench_etcd(a.seconds)
@@ -249,6 +272,17 @@ async def main() -> None:
     if e3:
         fo += f", etcd {e3['failover']['s']:.2f} s"
     print(fo)
+    cpu = (
+        f"server CPU per 16-client write (all members): Barn x1 {b1['write x16']['cpu_ms']:.3f} ms,"
+        f" Barn x3 {b3['write x16']['cpu_ms']:.3f} ms"
+    )
+    if e3:
+        cpu += f", etcd x3 {e3['write x16']['cpu_ms']:.3f} ms"
+    print(cpu)
+    print(
+        "load average (1 min) before/after: "
+        f"{load_before[0]:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":
