@@ -252,7 +252,16 @@ class SliceCgroup:
 
     # -- killing and removal -------------------------------------------------------------------
     def kill(self) -> None:
-        """SIGKILL every process of the slice, including ones forking meanwhile."""
+        """SIGKILL every process of the slice, including ones forking meanwhile.
+
+        A cgroup that is already gone has nothing left to kill: that is success, not an error.
+        """
+        try:
+            self._kill()
+        except FileNotFoundError:
+            return
+
+    def _kill(self) -> None:
         v2 = self.v2_dir
         if v2 is not None and (v2 / "cgroup.kill").exists():
             _write(v2 / "cgroup.kill", "1")
@@ -297,6 +306,16 @@ class SliceCgroup:
                     if self.pids():
                         self.kill()
                     time.sleep(0.005)
+
+
+def remove_parent(layout: Layout, parent: str = PARENT) -> None:
+    """Remove the agent's parent cgroups once they hold no slice (rmdir of an empty cgroup)."""
+    bases = [p / parent for p in layout.v1.values()]
+    if layout.unified is not None:
+        bases.append(layout.unified / parent)
+    for b in bases:
+        with contextlib.suppress(OSError):  # absent, or still holding a slice: keep it
+            b.rmdir()
 
 
 def list_slices(layout: Layout, parent: str = PARENT) -> set[str]:

@@ -392,6 +392,9 @@ class SliceRuntime:
                 # Every netns goes, also those of slices still running: they lose their network
                 # (the host end of the veth) as they would lose it with the agent's node.
                 await self.netns_pool.aclose()
+            if not self.running():
+                # Nothing left to re-attach to: leave no empty parent cgroup behind either.
+                await asyncio.to_thread(_cgroups.remove_parent, self.layout, self.cgroup_parent)
 
     # -- helpers -------------------------------------------------------------------------------
     def _allocate_uid(self) -> int:

@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -252,6 +253,7 @@ async def run_local_agent(cluster: Cluster) -> None:
             config = agent.AgentConfig(
                 node_name=cluster.node_name or node_name(), fluentd=cluster.fluentd
             )
+            tag = hashlib.sha256(str(cluster.data_dir.resolve()).encode()).hexdigest()[:6]
             await agent.run_agent(
                 cluster.barn,
                 config,
@@ -260,6 +262,10 @@ async def run_local_agent(cluster: Cluster) -> None:
                 metrics_port=cluster.agent_metrics_port,
                 datasets_root=cluster.data_dir / "datasets",
                 resolve_secret=secrets.resolve,
+                # Per data dir: an agent's recovery sweeps every cgroup and netns under its own
+                # names, so two clusters on one machine must never share them.
+                cgroup_parent=f"runink-{tag}",
+                netns_prefix=f"u{tag[:3]}",
             )
     finally:
         await asyncio.to_thread(launcher.close)
