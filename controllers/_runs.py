@@ -302,6 +302,37 @@ class _RunView:
     assumed: dict[str, Obj] = field(default_factory=dict)
 
 
+LLM_STEP = "runink.sdk.llm:annotate_dataset"
+
+
+def llm_slice(llm: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[Obj], list[str]]:
+    """What a built-in ``llm:`` step runs: the SDK's annotator, its params, and the API key's
+    Secret delivered as a file (``<secret>/<key>`` in the slice's secrets tmpfs, never env)."""
+    names = {
+        "model": "model",
+        "endpoint": "endpoint",
+        "prompt": "prompt",
+        "input": "input",
+        "field": "field",
+        "keyField": "key_field",
+        "annotationType": "annotation_type",
+        "output": "output",
+        "batchSize": "batch_size",
+        "concurrency": "concurrency",
+        "retries": "retries",
+        "timeoutSeconds": "timeout",
+        "temperature": "temperature",
+        "maxTokens": "max_tokens",
+    }
+    params = {sdk: llm[key] for key, sdk in names.items() if llm.get(key) is not None}
+    secrets: list[Obj] = []
+    ref = llm.get("apiKey")
+    if ref:
+        secrets.append({"secret": ref["secret"], "key": ref["key"], "as": "file"})
+        params["api_key_secret"] = f"{ref['secret']}/{ref['key']}"
+    return LLM_STEP, params, secrets, ["llm", "lineage"]
+
+
 class RunReconciler:
     """Reconciles one PipelineRun. See the module docstring."""
 
@@ -508,6 +539,12 @@ class RunReconciler:
         for key in ("python", "command", "timeoutSeconds", "affinity", "locality"):
             if step.get(key) is not None:
                 spec[key] = step[key]
+        if step.get("llm"):
+            python, params, secrets, results = llm_slice(step["llm"])
+            spec["python"] = python
+            spec["params"] = {**params, **spec["params"]}
+            spec["secrets"] = [*spec["secrets"], *secrets]
+            spec["results"] = sorted({*spec["results"], *results})
         sa = step.get("serviceAccount") or (run.get("spec") or {}).get("serviceAccount")
         if sa:
             spec["serviceAccount"] = sa

@@ -251,13 +251,65 @@ class Locality(_base.Model):
     """Node labels that mark nodes near the data (e.g. a rack or zone)."""
 
 
+class SecretKeyRef(_base.Model):
+    """One key of a Secret in the step's Herd."""
+
+    secret: _base.DnsLabel
+    """The Secret's name."""
+    key: _base.SecretKey
+    """The key within the Secret."""
+
+
+class LlmStep(_base.Model):
+    """A built-in step that annotates a dataset with an OpenAI-compatible chat-completions model.
+
+    Each record's ``field`` is sent with ``prompt``; every answer becomes an Annotation with full
+    provenance (model, prompt and input hashes, review state ``suggested``), written as JSON Lines
+    to the step's output dataset and loaded into the annotation store. Runs
+    ``runink.sdk.llm:annotate_dataset`` in a slice.
+    """
+
+    model: str = pydantic.Field(min_length=1)
+    """Model name sent to the endpoint, e.g. gpt-4o-mini or a local model's id."""
+    endpoint: str = pydantic.Field(min_length=1)
+    """Base URL of the OpenAI-compatible API, e.g. http://llm.internal:8000/v1."""
+    api_key: SecretKeyRef | None = None
+    """Where the API key is: a Secret key, delivered to the slice as a file (never an env var)."""
+    prompt: str = pydantic.Field(min_length=1)
+    """A str.format template over {value}, {field}, {key} and the record's columns."""
+    input: str | None = None
+    """Which input dataset to read (its name); default: the step's only input."""
+    field: str = pydantic.Field(min_length=1)
+    """The column or JSON field of each record to annotate."""
+    key_field: str | None = None
+    """The column identifying a record (default: id if present, else the line number)."""
+    annotation_type: str = pydantic.Field(min_length=1)
+    """The annotation_type written on every annotation, e.g. sentiment or pii."""
+    output: str | None = None
+    """Which output dataset receives the annotations (JSON Lines); default: the only output."""
+    batch_size: _base.PosInt = 20
+    """Records per batch (one output flush per batch)."""
+    concurrency: _base.PosInt = 4
+    """Requests in flight at once."""
+    retries: _base.NonNegInt = 5
+    """Retries per request on 429, 5xx, connection errors and timeouts (exponential backoff)."""
+    timeout_seconds: float = pydantic.Field(default=30.0, gt=0)
+    """Timeout of one request."""
+    temperature: float | None = None
+    """Sampling temperature passed to the model."""
+    max_tokens: _base.PosInt | None = None
+    """Maximum tokens per answer."""
+
+
 class Step(_base.Model):
     """One node of the pipeline DAG: what to run, with what, and when."""
 
     name: _base.DnsLabel
     """Step name, unique in the pipeline (steps and finally together); a DNS-1123 label."""
     python: PythonRef | None = None
-    """A Python callable 'module:function' run in the slice (exactly one of python and command)."""
+    """A Python callable 'module:function' run in the slice (exactly one of python, command, llm)."""
+    llm: LlmStep | None = None
+    """The built-in LLM annotation step (instead of python or command)."""
     command: list[str] | None = pydantic.Field(default=None, min_length=1)
     """An executable and its arguments (exactly one of python and command)."""
     args: list[str] = []
@@ -306,9 +358,10 @@ class Step(_base.Model):
 
     @pydantic.model_validator(mode="after")
     def _python_xor_command(self) -> Step:
-        if (self.python is None) == (self.command is None):
-            which = "both" if self.python is not None else "neither"
-            raise PathErrors([((), f"set exactly one of python and command ({which} set)")])
+        chosen = [k for k in ("python", "command", "llm") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            which = " and ".join(chosen) if chosen else "none"
+            raise PathErrors([((), f"set exactly one of python, command and llm ({which} set)")])
         return self
 
     def dependencies(self) -> list[Dependency]:

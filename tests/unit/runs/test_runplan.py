@@ -296,3 +296,25 @@ def test_a_finally_step_needing_a_missing_result_is_skipped_not_failed() -> None
     assert "extract is Failed" in (p.steps["announce"].message or "")
     assert p.phase == "Failed"
     assert "extract" in (p.message or "")
+
+
+def test_an_llm_step_runs_the_sdk_annotator_with_its_key_as_a_file() -> None:
+    from runink.controllers import _runs
+
+    python, params, secrets, results = _runs.llm_slice(
+        {
+            "model": "m1",
+            "endpoint": "http://127.0.0.1:9/v1",
+            "prompt": "Sentiment of: {value}",
+            "field": "review",
+            "annotationType": "sentiment",
+            "batchSize": 10,
+            "apiKey": {"secret": "openai", "key": "token"},
+        }
+    )
+    assert python == "runink.sdk.llm:annotate_dataset"
+    assert params["annotation_type"] == "sentiment"
+    assert params["batch_size"] == 10
+    assert params["api_key_secret"] == "openai/token"
+    assert secrets == [{"secret": "openai", "key": "token", "as": "file"}]
+    assert "lineage" in results

@@ -62,8 +62,8 @@ def test_unknown_dependency_self_dependency_and_duplicates() -> None:
 @pytest.mark.parametrize(
     ("step", "needle"),
     [
-        ({"name": "a"}, "neither set"),
-        ({"name": "a", "python": "m:f", "command": ["x"]}, "both set"),
+        ({"name": "a"}, "(none set)"),
+        ({"name": "a", "python": "m:f", "command": ["x"]}, "(python and command set)"),
     ],
 )
 def test_python_xor_command(step: dict[str, Any], needle: str) -> None:
