@@ -338,7 +338,10 @@ def default_data_dir() -> Path:
 @contextlib.contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """Exclusive use of ``data_dir``; a second ``runink up`` on it gets a clear error."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # 0711: slices run as throwaway UIDs and must traverse to <data dir>/datasets; nothing here
+    # can be listed, and what is private (pki/, secrets/, barn/, agent state) is 0700 below.
+    data_dir.chmod(0o711)
     path = data_dir / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -423,6 +426,7 @@ async def serve(
     """Bring the whole single-node cluster up, yield it, and take it down again (also on error)."""
     with data_dir_lock(data_dir):
         pki = api.ensure_cluster_pki(data_dir / "pki")
+        (data_dir / "barn").mkdir(mode=0o700, exist_ok=True)
         barn = store.open_local(data_dir / "barn")
         lineage = store.open_lineage_store(data_dir / "governance" / "lineage")
         annotations = store.open_annotation_store(data_dir / "governance" / "annotations")
