@@ -20,8 +20,8 @@ from runink.cli import _up
 
 @pytest.fixture
 def data_dir() -> AsyncIterator[Path]:
+    # mkdtemp makes it 0700, like a fresh data dir: serve() must open it up for the slices.
     path = Path(tempfile.mkdtemp(prefix="runink-test-", dir="/var/tmp"))
-    path.chmod(0o711)
     try:
         yield path  # type: ignore[misc]
     finally:
