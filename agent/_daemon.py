@@ -2,11 +2,15 @@
 
 It talks to the control plane through `Client`, a Protocol with the Barn's method names (the
 in-process store, the gRPC client and test fakes satisfy it), and runs slices through
-`SliceRuntime`. Slice phases it writes (status.phase)::
+`SliceRuntime`. Slice phases it writes (status.phase), one status write per arrow::
 
-    Pending --(bound here)--> Starting --launched--> Running --exit 0--> Succeeded
-                                  |                     `--error/signal/OOM/timeout/cancel--> Failed
-                                  `--launch failed--> Failed (reason StartError)
+    Pending --(bound here, launched)--> Running --exit 0--> Succeeded
+       |  |                                `--error/signal/OOM/timeout/cancel--> Failed
+       |  `--launched, and already exited when the agent reports--> Succeeded | Failed
+       `--launch failed--> Failed (reason StartError)
+
+(``Starting`` is no longer written: a launch takes milliseconds, and a slice whose agent died
+while launching it is still Pending and bound here, so the restarted agent launches it again.)
 
 A Slice deleted, cancelled (spec.cancelled) or given a deletionTimestamp is stopped with a grace
 period, then its whole cgroup is killed. On start the agent recovers slices left by its previous
@@ -332,17 +336,42 @@ class Agent:
             await self._set_status(obj, phase="Failed", reason="InvalidSpec", message=str(e))
             return
         self._ids[key] = spec.id
-        await self._set_status(obj, phase="Starting", attempt=obj["spec"].get("attempt", 1))
+        attempt = obj["spec"].get("attempt", 1)
         try:
             await self.runtime.start(spec)
         except (OSError, RuntimeError, ValueError) as e:
             await self._set_status(
-                obj, phase="Failed", reason="StartError", message=str(e), completionTime=_now()
+                obj,
+                phase="Failed",
+                reason="StartError",
+                message=str(e),
+                completionTime=_now(),
+                attempt=attempt,
             )
             return
-        await self._set_status(obj, phase="Running", startTime=_now())
+        if await self._set_started(obj, spec.id, attempt):
+            return
         outcome = await self.runtime.wait(spec.id)
         await self._report(obj, outcome)
+
+    async def _set_started(self, obj: _api.Obj, sid: str, attempt: int) -> bool:
+        """Write Running, or the final status when the slice has already ended by now (one
+        status write instead of two). True when the final status was written."""
+        try:
+            cur = await self.client.get(
+                "Slice", obj["metadata"]["name"], obj["metadata"].get("herd")
+            )
+        except errors.NotFound:
+            return False  # deleted meanwhile: the runner waits for the stop, reports nothing
+        outcome = self.runtime.outcome(sid)
+        final = None if outcome is None else self._final_status(obj, outcome)
+        if outcome is not None and final is None:
+            return True  # superseded: someone else ended it
+        fields = final or {"phase": "Running", "startTime": self.runtime.start_time(sid)}
+        cur["status"] = {**(cur.get("status") or {}), **fields, "attempt": attempt}
+        cur["metadata"].pop("resourceVersion", None)  # the agent owns this status: no CAS
+        await self.client.update_status(cur)
+        return final is not None
 
     async def _resolver_for(self, obj: _api.Obj) -> SecretResolver | None:
         """A sync resolver for this slice: the configured one, or its secrets fetched first."""
@@ -355,27 +384,34 @@ class Agent:
                 fetched[use["secret"]] = await self.reveal_secret(herd, use["secret"])
         return lambda _herd, name: fetched[name]
 
-    async def _report(self, obj: _api.Obj, o: _runtime.Outcome) -> None:
+    def _final_status(self, obj: _api.Obj, o: _runtime.Outcome) -> dict[str, Any] | None:
+        """The status fields for how the slice ended; None when it is not ours to report."""
         if self._key(obj) in self._superseded:
-            return
+            return None
         reason: str = o.reason
         message = o.message
         cancel = self._cancelled.get(self._key(obj))
         if o.reason == "Stopped" and cancel is not None:
             reason, message = "Cancelled", cancel or message
-        await self._set_status(
-            obj,
-            phase="Succeeded" if o.succeeded and o.reason == "Completed" else "Failed",
-            reason=reason,
-            message=message or None,
-            exitCode=o.exit_code,
-            signal=o.signal,
-            oomKilled=o.oom_killed,
-            startTime=o.start_time,
-            completionTime=o.finish_time,
+        return {
+            "phase": "Succeeded" if o.succeeded and o.reason == "Completed" else "Failed",
+            "reason": reason,
+            "message": message or None,
+            "exitCode": o.exit_code,
+            "signal": o.signal,
+            "oomKilled": o.oom_killed,
+            "startTime": o.start_time,
+            "completionTime": o.finish_time,
             # Non-string results as JSON, so later steps and tools read them back exactly.
-            results={k: v if isinstance(v, str) else json.dumps(v) for k, v in o.results.items()},
-        )
+            "results": {
+                k: v if isinstance(v, str) else json.dumps(v) for k, v in o.results.items()
+            },
+        }
+
+    async def _report(self, obj: _api.Obj, o: _runtime.Outcome) -> None:
+        fields = self._final_status(obj, o)
+        if fields is not None:
+            await self._set_status(obj, **fields)
 
     async def _stop(self, obj: _api.Obj) -> None:
         annotations = obj["metadata"].get("annotations") or {}
@@ -399,7 +435,8 @@ class Agent:
             if running:
                 self._tg.create_task(self._stop(obj))
             elif sid is not None:
-                self.runtime.forget(sid)  # the Slice is gone: so are its logs
+                # The Slice is gone: so are its logs (a task: the next events need not wait).
+                self._tg.create_task(self.runtime.aforget(sid))
             return
         if _should_stop(obj):
             if running:
@@ -485,7 +522,7 @@ class Agent:
                 for o in listing.items
                 if self._mine(o)
             }
-            self.runtime.housekeep(keep, self.config.log_retention)
+            await self.runtime.ahousekeep(keep, self.config.log_retention)
             await asyncio.sleep(min(self.config.log_retention, self.config.housekeeping_interval))
 
     async def run(self) -> None:

@@ -3,9 +3,11 @@
 It ties the pieces together: a per-slice cgroup (agent/_cgroups.py), a launch through the fork
 server (agent/_launcher.py), dataset paths and the herd's shared GID (agent/_datasets.py), the
 work dir and (for ``python:`` steps) the runink package bind-mounted into the slice at fixed
-paths, log pumps into per-slice files (agent/_logs.py), and a small state
-directory per slice (``<state>/<id>/state.json``, written atomically) from which `recover` re-attaches
-to slices that outlived an agent crash, or reports them lost and cleans them up. Slice life::
+paths, log pumps into per-slice files on disk (``<state>/<id>/logs``, agent/_logs.py), and a
+scratch dir per slice on tmpfs (``<scratch>/<id>``: state.json, work dir, log FIFOs, exit status)
+from which `recover` re-attaches to slices that outlived an agent crash, or reports them lost
+and cleans them up. Every filesystem and cgroup call of a slice runs in a worker thread, so the
+event loop the agent shares with the API server and the Barn never waits for a disk. Slice life::
 
     start() --launch--> running --step exits--------> Outcome(reason=Completed|Error|Signaled|OOMKilled)
                           |--stop(grace): SIGTERM, grace, cgroup kill --> Outcome(reason=Stopped)
@@ -21,10 +23,12 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -56,6 +60,9 @@ SITE_DIR = "/run/runink/site"
 WORK_DIR = "/run/runink/work"
 """Inside a slice: its private work dir (context.json, results.json, metrics.json)."""
 STATE_FILE = "state.json"
+SCRATCH_ROOTS = ("/run/runink/scratch", "/dev/shm/runink")
+"""Where per-slice scratch dirs go: the first of these on a tmpfs (``/run`` is not one on every
+host; ``/dev/shm`` is)."""
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 """The directory holding the ``runink`` package's ``__init__.py`` (the checkout root here)."""
 
@@ -181,6 +188,44 @@ def site_mount_points(n: int) -> list[str]:
     return [SITE_DIR if i == 0 else f"{SITE_DIR}-{i}" for i in range(n)]
 
 
+def _fs_type(path: str) -> str:
+    """The filesystem type of the mount holding *path* (longest mount point prefix)."""
+    best, fstype = "", ""
+    real = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            mp = parts[1].replace("\\040", " ")
+            if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best, fstype = mp, parts[2]
+    return fstype
+
+
+def default_scratch_dir(state_dir: str | os.PathLike[str]) -> Path:
+    """This agent's scratch dir: ``<root>/<hash of the state dir>`` on the first tmpfs of
+    `SCRATCH_ROOTS` (so that two agents on one machine never share it, and a restarted agent
+    with the same state dir finds its slices again); ``<state_dir>/../scratch`` without one."""
+    key = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:16]
+    for root in SCRATCH_ROOTS:
+        parent = os.path.dirname(root)
+        if os.path.isdir(parent) and _fs_type(parent) == "tmpfs":
+            return Path(root) / key
+    return Path(state_dir).resolve().parent / "scratch" / key
+
+
+def _make_private_root(root: Path) -> None:
+    """Create *root* (mode 0711, root-owned) or check that an existing one is ours: under a
+    world-writable parent such as /dev/shm another user could have made it first."""
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o711, parents=True)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise RuntimeError(
+            f"{root} is not a directory owned by uid {os.geteuid()} and writable by it only; "
+            "remove it or pass another scratch_dir"
+        )
+
+
 def _utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -263,6 +308,9 @@ class _Slice:
     herd: str
     uid: str
     dir: Path
+    """The scratch dir (tmpfs): state.json, work/, the log FIFOs, the init's exit status."""
+    logs: Path
+    """The log dir (disk), kept after the slice ended until housekeeping removes it."""
     cgroup: _cgroups.SliceCgroup
     host_uid: int
     start_time: str
@@ -271,6 +319,8 @@ class _Slice:
     own_child: bool = True
     stop_reason: Reason | None = None
     done: asyncio.Future[Outcome] | None = None
+    saved: asyncio.Future[OSError | None] | None = None
+    """Set once the state file is written (with the error when it could not be)."""
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
     netns: _netpool.Netns | None = None
 
@@ -287,12 +337,24 @@ def _proc_starttime(pid: int) -> str:
 
 
 def _atomic_write(path: Path, data: dict[str, Any]) -> None:
+    # No fsync: these files live on tmpfs, and what they hold dies with the machine anyway (the
+    # slice processes and their cgroups); an agent crash loses nothing the page cache holds.
+    # The rename still matters: a reader never sees half a file.
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
         json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """What `SliceRuntime._prepare` made in its worker thread for one launch."""
+
+    cgroup: _cgroups.SliceCgroup
+    out_fd: int
+    err_fd: int
+    writer: _logs.LogWriter
+    request: _launcher.LaunchRequest
 
 
 class SliceRuntime:
@@ -315,8 +377,12 @@ class SliceRuntime:
         netns_pool_size: int = 2,
         log_forwarder: _fluent.Forwarder | None = None,
         zygotes: int = 2,
+        scratch_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
+        self.scratch_dir = Path(
+            scratch_dir if scratch_dir is not None else default_scratch_dir(state_dir)
+        )
         self.launcher = launcher
         self.layout = layout or _cgroups.detect()
         self.uid_range = uid_range
@@ -335,6 +401,7 @@ class SliceRuntime:
         self._slices: dict[str, _Slice] = {}
         self._by_name: dict[tuple[str, str], str] = {}  # (herd, slice name) -> latest id
         self._starting: set[str] = set()  # ids between start()'s mkdir and the launch
+        self._reserved_uids: set[int] = set()  # allocated by starts still launching
         self._tg: asyncio.TaskGroup | None = None
         # Pre-wired netns with a veth for `network: isolated` slices (none: such slices fail).
         if netns_pool is None and netns_pool_size > 0 and _netpool.available():
@@ -346,8 +413,12 @@ class SliceRuntime:
         self.zygotes = zygotes
         self._forward_task: asyncio.Task[None] | None = None
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if scratch_dir is None:
+            _make_private_root(self.scratch_dir.parent)
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
         # Slices run as ephemeral uids and must traverse to their own work dir.
         os.chmod(self.state_dir, 0o711)
+        os.chmod(self.scratch_dir, 0o711)
         # Empty mount points; each slice mounts its own tmpfs / bind mounts on them in its own
         # mount namespace.
         mps = [self.secrets_dir, f"{LIB_DIR}/runink", WORK_DIR, *(m for _, m in self._site_binds)]
@@ -393,15 +464,23 @@ class SliceRuntime:
                 # (the host end of the veth) as they would lose it with the agent's node.
                 await self.netns_pool.aclose()
             if not self.running():
-                # Nothing left to re-attach to: leave no empty parent cgroup behind either.
-                await asyncio.to_thread(_cgroups.remove_parent, self.layout, self.cgroup_parent)
+                # Nothing left to re-attach to: leave no empty parent cgroup (nor scratch dir)
+                # behind either.
+                await asyncio.to_thread(self._remove_empty_parents)
+
+    def _remove_empty_parents(self) -> None:
+        _cgroups.remove_parent(self.layout, self.cgroup_parent)
+        with contextlib.suppress(OSError):  # still holding a slice started meanwhile: keep it
+            self.scratch_dir.rmdir()
 
     # -- helpers -------------------------------------------------------------------------------
     def _allocate_uid(self) -> int:
-        used = {s.host_uid for s in self._slices.values()}
+        # Reserved too: concurrent starts are not in _slices until their launch returned.
+        used = {s.host_uid for s in self._slices.values()} | self._reserved_uids
         lo, hi = self.uid_range
         for uid in range(lo, hi):
             if uid not in used and uid != 0:
+                self._reserved_uids.add(uid)
                 return uid
         raise RuntimeError(f"no free ephemeral uid in {lo}-{hi}")
 
@@ -415,7 +494,7 @@ class SliceRuntime:
             raise ValueError(f"slice {spec.id}: neither command nor python is set")
         return spec.command
 
-    def _save(self, s: _Slice, extra: dict[str, Any] | None = None) -> None:
+    def _save_sync(self, s: _Slice, extra: dict[str, Any] | None = None) -> None:
         data = {
             "id": s.spec_id,
             "name": s.name,
@@ -479,62 +558,89 @@ class SliceRuntime:
         if spec.id in self._slices:
             raise RuntimeError(f"slice {spec.id} is already running")
         argv = await self._argv(spec)
-        inputs, outputs, herd_gid = self._datasets(spec)
         if spec.network == "isolated" and self.netns_pool is None:
             raise _launcher.LaunchError(
                 0,
                 "network: isolated needs a netns pool, which this agent lacks (it must run as "
                 "root with pyroute2 installed); use network: none or host",
             )
-        d = self.state_dir / spec.id
-        if d.exists():
-            shutil.rmtree(d)
+        host_uid = self._allocate_uid()
+        try:
+            return await self._launch(spec, argv, host_uid)
+        finally:
+            self._reserved_uids.discard(host_uid)
+
+    def _sink(self, herd: str, name: str) -> Callable[[str, bytes], None] | None:
+        if self.log_forwarder is None:
+            return None
+        fwd = self.log_forwarder
+
+        def sink(stream: str, text: bytes) -> None:
+            fwd.emit(herd, name, stream, text)
+
+        return sink
+
+    def _prepare(self, spec: SliceSpec, argv: tuple[str, ...], host_uid: int) -> _Prepared:
+        """The slice's dirs, cgroup, context file, FIFOs and log file: every blocking call of a
+        start, run in a worker thread. Undoes what it made when it fails."""
+        inputs, outputs, herd_gid = self._datasets(spec)
+        d = self.scratch_dir / spec.id
+        logs = self.state_dir / spec.id
+        for old in (d, logs):  # a previous run of this very Slice object (same uid)
+            if old.exists():
+                shutil.rmtree(old)
         work = d / "work"
         work.mkdir(parents=True)
-        host_uid = self._allocate_uid()
         gid = herd_gid if herd_gid is not None else host_uid
         cg = _cgroups.SliceCgroup(self.layout, spec.id, self.cgroup_parent)
         r = spec.resources
-        cg.create(_cgroups.Limits(r.cpu_millicores, r.memory_bytes, r.pids))
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", **spec.env}
-        binds = [(str(work), WORK_DIR, False)]
-        if spec.python is not None:
-            # The step's own PYTHONPATH first, then runink, then the agent's site-packages:
-            # the interpreter is of the agent's minor version (choose_python), so compiled
-            # extensions (pydantic_core...) load.
-            sites = [m for _, m in self._site_binds]
-            env["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [env.get("PYTHONPATH"), LIB_DIR, *sites])
+        fds: list[int] = []
+        try:
+            cg.create(_cgroups.Limits(r.cpu_millicores, r.memory_bytes, r.pids))
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", **spec.env}
+            binds = [(str(work), WORK_DIR, False)]
+            if spec.python is not None:
+                # The step's own PYTHONPATH first, then runink, then the agent's site-packages:
+                # the interpreter is of the agent's minor version (choose_python), so compiled
+                # extensions (pydantic_core...) load.
+                sites = [m for _, m in self._site_binds]
+                env["PYTHONPATH"] = os.pathsep.join(
+                    filter(None, [env.get("PYTHONPATH"), LIB_DIR, *sites])
+                )
+                binds.append((str(self.package_dir), f"{LIB_DIR}/runink", True))
+                binds += [(src, dst, True) for src, dst in self._site_binds]
+            env.update(
+                RUNINK_SLICE=spec.name,
+                RUNINK_HERD=spec.herd,
+                RUNINK_SLICE_UID=spec.uid,
+                RUNINK_WORK_DIR=WORK_DIR,
+                RUNINK_SECRETS_DIR=self.secrets_dir,
             )
-            binds.append((str(self.package_dir), f"{LIB_DIR}/runink", True))
-            binds += [(src, dst, True) for src, dst in self._site_binds]
-        env.update(
-            RUNINK_SLICE=spec.name,
-            RUNINK_HERD=spec.herd,
-            RUNINK_SLICE_UID=spec.uid,
-            RUNINK_WORK_DIR=WORK_DIR,
-            RUNINK_SECRETS_DIR=self.secrets_dir,
-        )
-        for var, secret in spec.secret_env.items():
-            env[var] = spec.secrets[secret].decode()
-        ctx = {
-            "params": spec.params,
-            "inputs": inputs,
-            "outputs": outputs,
-            "secrets": sorted(spec.secrets),
-            "secret_env": spec.secret_env,
-        }
-        _atomic_write(work / "context.json", ctx)
-        os.chown(work, host_uid, host_uid)
-        os.chmod(work, 0o700)
-        os.chmod(d, 0o711)
-        out, err = d / "stdout", d / "stderr"
-        os.mkfifo(out, 0o600)
-        os.mkfifo(err, 0o600)
-        out_fd = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
-        err_fd = os.open(err, os.O_RDONLY | os.O_NONBLOCK)
-        s = _Slice(spec.id, spec.name, spec.herd, spec.uid, d, cg, host_uid, _utcnow())
-        s.done = asyncio.get_running_loop().create_future()
+            for var, secret in spec.secret_env.items():
+                env[var] = spec.secrets[secret].decode()
+            ctx = {
+                "params": spec.params,
+                "inputs": inputs,
+                "outputs": outputs,
+                "secrets": sorted(spec.secrets),
+                "secret_env": spec.secret_env,
+            }
+            _atomic_write(work / "context.json", ctx)
+            os.chown(work, host_uid, host_uid)
+            os.chmod(work, 0o700)
+            os.chmod(d, 0o711)
+            out, err = d / "stdout", d / "stderr"
+            os.mkfifo(out, 0o600)
+            os.mkfifo(err, 0o600)
+            fds.append(os.open(out, os.O_RDONLY | os.O_NONBLOCK))
+            fds.append(os.open(err, os.O_RDONLY | os.O_NONBLOCK))
+            writer = _logs.LogWriter(logs / "logs", sink=self._sink(spec.herd, spec.name))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            cg.remove()
+            shutil.rmtree(d, ignore_errors=True)
+            raise
         req = _launcher.LaunchRequest(
             argv=argv,
             env=env,
@@ -551,6 +657,26 @@ class SliceRuntime:
             secrets=dict(spec.secrets),
             binds=tuple(binds),
         )
+        return _Prepared(cg, fds[0], fds[1], writer, req)
+
+    @staticmethod
+    def _unprepare(p: _Prepared, d: Path) -> None:
+        os.close(p.out_fd)
+        os.close(p.err_fd)
+        p.writer.close(done=True)
+        p.cgroup.remove()
+        shutil.rmtree(d, ignore_errors=True)
+
+    async def _launch(self, spec: SliceSpec, argv: tuple[str, ...], host_uid: int) -> int:
+        assert self._tg is not None
+        p = await asyncio.to_thread(self._prepare, spec, argv, host_uid)
+        d = self.scratch_dir / spec.id
+        s = _Slice(
+            spec.id, spec.name, spec.herd, spec.uid, d, self.state_dir / spec.id / "logs",
+            p.cgroup, host_uid, "",
+        )  # fmt: skip
+        s.done = asyncio.get_running_loop().create_future()
+        req = p.request
         try:
             if spec.network == "isolated":
                 assert self.netns_pool is not None
@@ -558,17 +684,23 @@ class SliceRuntime:
                 req = dataclasses.replace(req, netns_path=s.netns.path)
             s.pid = await self.launcher.launch(req)
         except BaseException:
-            os.close(out_fd)
-            os.close(err_fd)
-            cg.remove()
+            # Synchronously: this may be a cancellation, which an await here could lose.
+            self._unprepare(p, d)
             if s.netns is not None and self.netns_pool is not None:
                 await self.netns_pool.release(s.netns)
             raise
-        s.pid_start = _proc_starttime(s.pid)
+        s.start_time = _utcnow()
+        s.pid_start = _proc_starttime(s.pid)  # procfs: no disk behind it
         self._slices[spec.id] = s
         self._by_name[spec.herd, spec.name] = spec.id
-        self._save(s, {"service_account": spec.service_account})
-        self._tg.create_task(self._watch(s, out_fd, err_fd, spec.timeout))
+        extra = {"service_account": spec.service_account}
+        s.saved = asyncio.get_running_loop().create_future()
+        self._tg.create_task(self._watch(s, p.out_fd, p.err_fd, spec.timeout, p.writer, extra))
+        # Once start() returned, an agent crash must not lose the slice: wait for its state
+        # file (written by the watcher, which owns the slice even if this await is cancelled).
+        failed = await asyncio.shield(s.saved)
+        if failed is not None:
+            raise failed
         return s.pid
 
     async def wait(self, spec_id: str) -> Outcome:
@@ -576,6 +708,17 @@ class SliceRuntime:
         if s is None or s.done is None:
             raise KeyError(spec_id)
         return await asyncio.shield(s.done)
+
+    def outcome(self, spec_id: str) -> Outcome | None:
+        """How the slice ended, or None while it runs (or when it is unknown)."""
+        s = self._slices.get(spec_id)
+        if s is None or s.done is None or not s.done.done() or s.done.cancelled():
+            return None
+        return s.done.result()
+
+    def start_time(self, spec_id: str) -> str:
+        """When the slice's init was launched (RFC 3339, ms), as its Outcome will say."""
+        return self._slices[spec_id].start_time
 
     def running(self) -> list[str]:
         return [k for k, s in self._slices.items() if s.done is not None and not s.done.done()]
@@ -585,40 +728,93 @@ class SliceRuntime:
         running = s is not None and (s.done is None or not s.done.done())
         return running or spec_id in self._starting
 
-    def forget(self, spec_id: str) -> bool:
-        """Delete a finished slice's state, work and log dir (its logs are gone for good).
+    def _busy_ids(self) -> set[str]:
+        return {k for k in self._slices if self._busy(k)} | self._starting
 
-        Returns False, deleting nothing, while the slice is starting or running, or when a state
-        file says a previous agent process left it running (recover() decides about those).
-        """
-        d = self.state_dir / spec_id
-        if self._busy(spec_id) or (d / STATE_FILE).exists():
-            return False
+    def _drop(self, spec_id: str) -> None:
         self._slices.pop(spec_id, None)
         for k in [k for k, v in self._by_name.items() if v == spec_id]:
             del self._by_name[k]
+
+    def _remove_dirs(self, spec_id: str) -> bool | None:
+        """Delete a finished slice's log dir and what is left of its scratch dir (blocking).
+        None, deleting nothing, when a state file says a previous agent process left it running
+        (recover() decides about those); False when there was no log dir."""
+        # <state>/<id>/state.json: where agents before the scratch dir kept it.
+        if any((b / spec_id / STATE_FILE).exists() for b in (self.scratch_dir, self.state_dir)):
+            return None
+        shutil.rmtree(self.scratch_dir / spec_id, ignore_errors=True)
+        d = self.state_dir / spec_id
         if not d.is_dir():
             return False
         shutil.rmtree(d, ignore_errors=True)
         return True
 
+    def forget(self, spec_id: str) -> bool:
+        """Delete a finished slice's state, work and log dir (its logs are gone for good).
+
+        Returns False, deleting nothing, while the slice is starting or running, or when a state
+        file says a previous agent process left it running (recover() decides about those).
+        Blocking: on the event loop, use `aforget`.
+        """
+        if self._busy(spec_id):
+            return False
+        removed = self._remove_dirs(spec_id)
+        if removed is not None:
+            self._drop(spec_id)
+        return bool(removed)
+
+    async def aforget(self, spec_id: str) -> bool:
+        """`forget`, with the deletion in a worker thread."""
+        if self._busy(spec_id):
+            return False
+        removed = await asyncio.to_thread(self._remove_dirs, spec_id)
+        if removed is not None and not self._busy(spec_id):
+            self._drop(spec_id)
+        return bool(removed)
+
+    def _expired(
+        self, keep: Collection[str], retention: float, now: float, busy: Collection[str]
+    ) -> list[str]:
+        deleted = []
+        for d in list(self.state_dir.iterdir()) if self.state_dir.exists() else []:
+            if not d.is_dir() or d.name in busy:
+                continue
+            try:
+                # The done marker is touched when the slice ended (a dir without one: when the
+                # dir was last changed).
+                done = d / "logs" / _logs.DONE
+                finished = (done if done.exists() else d).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            expired = d.name not in keep or now - finished > retention
+            if expired and self._remove_dirs(d.name):
+                deleted.append(d.name)
+        return deleted
+
     def housekeep(
         self, keep: Collection[str], retention: float, now: float | None = None
     ) -> list[str]:
         """Delete the dirs of finished slices whose id is not in *keep* (their Slice objects
-        are gone), or that finished more than *retention* seconds ago. Returns deleted ids."""
+        are gone), or that finished more than *retention* seconds ago. Returns deleted ids.
+        Blocking: on the event loop, use `ahousekeep`."""
         now = time.time() if now is None else now
-        deleted = []
-        for d in list(self.state_dir.iterdir()) if self.state_dir.exists() else []:
-            if not d.is_dir() or self._busy(d.name) or (d / STATE_FILE).exists():
-                continue
-            try:
-                # The dir's mtime is when the slice ended: its state file was unlinked then.
-                finished = d.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if (d.name not in keep or now - finished > retention) and self.forget(d.name):
-                deleted.append(d.name)
+        deleted = self._expired(keep, retention, now, self._busy_ids())
+        for sid in deleted:
+            self._drop(sid)
+        return deleted
+
+    async def ahousekeep(
+        self, keep: Collection[str], retention: float, now: float | None = None
+    ) -> list[str]:
+        """`housekeep`, with the listing and deletions in a worker thread."""
+        now = time.time() if now is None else now
+        deleted = await asyncio.to_thread(
+            self._expired, frozenset(keep), retention, now, self._busy_ids()
+        )
+        for sid in deleted:
+            if not self._busy(sid):
+                self._drop(sid)
         return deleted
 
     def usage(self, spec_id: str) -> _cgroups.Usage:
@@ -653,7 +849,7 @@ class SliceRuntime:
             async with asyncio.timeout(grace):
                 return await asyncio.shield(s.done)
         except TimeoutError:
-            s.cgroup.kill()
+            await asyncio.to_thread(s.cgroup.kill)
         return await asyncio.shield(s.done)
 
     # -- per-slice task ------------------------------------------------------------------------
@@ -692,16 +888,14 @@ class SliceRuntime:
         out_fd: int | None,
         err_fd: int | None,
         timeout: float | None,
+        writer: _logs.LogWriter,
+        save: dict[str, Any] | None = None,
     ) -> None:
+        """Own one slice until it ended: save its state file (when *save* is given), pump its
+        logs, enforce *timeout*, then read its outcome and clean up. The blocking steps run in
+        worker threads, one after the other, so a slice's files change in order."""
         assert s.done is not None
-        sink = None
-        if self.log_forwarder is not None:
-            fwd, herd, name = self.log_forwarder, s.herd, s.name
-
-            def sink(stream: str, text: bytes) -> None:
-                fwd.emit(herd, name, stream, text)
-
-        writer = _logs.LogWriter(s.dir / "logs", sink=sink)
+        closed = False
         try:
             async with asyncio.TaskGroup() as tg:
                 if out_fd is not None:
@@ -709,19 +903,44 @@ class SliceRuntime:
                 if err_fd is not None:
                     tg.create_task(_logs.pump(err_fd, "stderr", writer))
                 timer = tg.create_task(self._timeout(s, timeout)) if timeout else None
+                if save is not None:
+                    assert s.saved is not None
+                    try:
+                        await asyncio.to_thread(self._save_sync, s, save)
+                    except OSError as e:
+                        # Unrecoverable after a crash: do not let it run (start() raises).
+                        s.stop_reason = "StartError"
+                        await asyncio.to_thread(s.cgroup.kill)
+                        s.saved.set_result(e)
+                    else:
+                        s.saved.set_result(None)
                 status = await self._wait_exit(s)
                 if timer is not None:
                     timer.cancel()
-                outcome = self._outcome(s, status)
                 # The init's exit killed the namespace; kill stragglers so the pipes reach EOF.
-                s.cgroup.kill()
+                outcome = await asyncio.to_thread(self._outcome_and_kill, s, status)
+            closed = True
+            await asyncio.to_thread(self._finish_sync, s, writer)
         finally:
-            writer.close()
-        await asyncio.to_thread(s.cgroup.remove)
+            if not closed:  # failing or cancelled: no await here, it could be lost
+                writer.close()
         if s.netns is not None and self.netns_pool is not None:
             await self.netns_pool.release(s.netns)
-        (s.dir / STATE_FILE).unlink(missing_ok=True)
         s.done.set_result(outcome)
+
+    def _outcome_and_kill(self, s: _Slice, status: int | None) -> Outcome:
+        outcome = self._outcome(s, status)
+        s.cgroup.kill()
+        return outcome
+
+    def _finish_sync(self, s: _Slice, writer: _logs.LogWriter) -> None:
+        writer.close()
+        s.cgroup.remove()
+        # The outcome is read: nothing in the scratch dir is needed any more (state file first,
+        # so a crash in between leaves no state file pointing at a half-deleted dir).
+        (s.dir / STATE_FILE).unlink(missing_ok=True)
+        if s.dir.parent == self.scratch_dir:  # not a dir kept by an older agent, logs inside
+            shutil.rmtree(s.dir, ignore_errors=True)
 
     def _outcome(self, s: _Slice, status: int | None) -> Outcome:
         try:
@@ -763,6 +982,45 @@ class SliceRuntime:
         return Outcome(code, sig, oom, s.start_time, _utcnow(), reason, message, results)
 
     # -- recovery ------------------------------------------------------------------------------
+    def _scan_sync(self, busy: Collection[str]) -> list[tuple[Path, Path, dict[str, Any]]]:
+        """(scratch dir, log dir, state) of every slice with a state file; scratch dirs without
+        one (an agent killed while it prepared or cleaned up a slice) are deleted."""
+        out = []
+        for d in sorted(self.scratch_dir.iterdir()) if self.scratch_dir.exists() else []:
+            sf = d / STATE_FILE
+            if sf.exists():
+                out.append((d, self.state_dir / d.name / "logs", json.loads(sf.read_text())))
+            elif d.is_dir() and d.name not in busy:
+                shutil.rmtree(d, ignore_errors=True)
+        # Left by an agent from before the scratch dir, which kept everything in <state>/<id>.
+        for d in sorted(self.state_dir.iterdir()) if self.state_dir.exists() else []:
+            sf = d / STATE_FILE
+            if sf.exists():
+                out.append((d, d / "logs", json.loads(sf.read_text())))
+        return out
+
+    def _reap_sync(self, s: _Slice) -> Outcome:
+        """A dead slice left by a previous agent: its outcome, then its cgroup and state go."""
+        outcome = self._outcome(s, None)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(s.pid, os.WNOHANG)
+        s.cgroup.remove()
+        (s.dir / STATE_FILE).unlink()
+        s.logs.mkdir(parents=True, exist_ok=True)
+        (s.logs / _logs.DONE).touch()
+        if s.dir.parent == self.scratch_dir:
+            shutil.rmtree(s.dir, ignore_errors=True)
+        return outcome
+
+    def _reattach_sync(self, s: _Slice) -> tuple[int | None, int | None, _logs.LogWriter]:
+        fds: list[int | None] = []
+        for name in ("stdout", "stderr"):
+            try:
+                fds.append(os.open(s.dir / name, os.O_RDONLY | os.O_NONBLOCK))
+            except FileNotFoundError:
+                fds.append(None)
+        return fds[0], fds[1], _logs.LogWriter(s.logs, sink=self._sink(s.herd, s.name))
+
     async def recover(self) -> list[Recovered]:
         """Re-attach to slices that outlived the previous agent process, or clean them up.
 
@@ -774,15 +1032,11 @@ class SliceRuntime:
             raise RuntimeError("use `async with SliceRuntime(...)`")
         found: list[Recovered] = []
         known: set[str] = set()
-        for d in sorted(self.state_dir.iterdir()) if self.state_dir.exists() else []:
-            sf = d / STATE_FILE
-            if not sf.exists():
-                continue
-            st = json.loads(sf.read_text())
+        for d, logs, st in await asyncio.to_thread(self._scan_sync, self._busy_ids()):
             known.add(st["cgroup"])
             cg = _cgroups.SliceCgroup(self.layout, st["cgroup"], self.cgroup_parent)
             s = _Slice(
-                st["id"], st["name"], st["herd"], st["uid"], d, cg, int(st["host_uid"]),
+                st["id"], st["name"], st["herd"], st["uid"], d, logs, cg, int(st["host_uid"]),
                 st["start_time"], int(st["pid"]), st["pid_start"], own_child=False,
             )  # fmt: skip
             s.done = asyncio.get_running_loop().create_future()
@@ -793,25 +1047,11 @@ class SliceRuntime:
                     self.netns_pool.adopt(s.netns)
                 self._slices[s.spec_id] = s
                 self._by_name[s.herd, s.name] = s.spec_id
-                fds = []
-                for name in ("stdout", "stderr"):
-                    try:
-                        fds.append(os.open(d / name, os.O_RDONLY | os.O_NONBLOCK))
-                    except FileNotFoundError:
-                        fds.append(-1)
-                self._tg.create_task(
-                    self._watch(s, fds[0] if fds[0] >= 0 else None,
-                                fds[1] if fds[1] >= 0 else None, None)
-                )  # fmt: skip
+                out_fd, err_fd, writer = await asyncio.to_thread(self._reattach_sync, s)
+                self._tg.create_task(self._watch(s, out_fd, err_fd, None, writer))
                 found.append(Recovered(s.spec_id, s.name, s.herd, s.uid, True, None))
                 continue
-            outcome = self._outcome(s, None)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(s.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
-            await asyncio.to_thread(cg.remove)
-            sf.unlink()
-            (d / "logs").mkdir(exist_ok=True)
-            (d / "logs" / _logs.DONE).touch()
+            outcome = await asyncio.to_thread(self._reap_sync, s)
             found.append(Recovered(s.spec_id, s.name, s.herd, s.uid, False, outcome))
         for stray in _cgroups.list_slices(self.layout, self.cgroup_parent) - known:
             await asyncio.to_thread(
