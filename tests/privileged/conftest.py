@@ -50,6 +50,10 @@ def shared_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="runink-agent-test-", dir="/var/tmp"))
     os.chmod(d, 0o755)
     yield d
+    # Runtimes with a state dir in here keep their slices' scratch dirs on tmpfs, named after it:
+    # remove those of a test that failed before its runtime cleaned up.
+    for sub in [d, *(p for p in d.glob("**/*") if p.is_dir())]:
+        shutil.rmtree(_runtime.default_scratch_dir(sub), ignore_errors=True)
     shutil.rmtree(d, ignore_errors=True)
 
 
