@@ -116,10 +116,34 @@ def inner_crun(n: int, bundle: Path) -> None:
     print(json.dumps(out))
 
 
+def quick(
+    lau: _launcher.Launcher,
+    ours: Callable[[_launcher.NetworkMode, bool], Callable[[], object]],
+    results: dict[str, list[float]],
+    n: int,
+) -> None:
+    """The rows the 3x-plain-spawn goal is read from, with their anchors, in one short run."""
+    results["runink: network none (clone per launch)"] = measure(ours("none", False), n)
+    lau.enable_zygotes(2, ("none", "host"))
+    time.sleep(0.2)
+    results[f"posix_spawn, {PAUSE * 1e3:.0f} ms idle between launches"] = measure(
+        lambda: spawn_wait(["/bin/true"]), n, PAUSE
+    )
+    results["runink zygote: network none, idle between"] = measure(ours("none", False), n, PAUSE)
+    results["runink zygote: net host, idle between"] = measure(ours("host", False), n, PAUSE)
+    results["posix_spawn (again, after)"] = measure(lambda: spawn_wait(["/bin/true"]), n)
+    lau.enable_zygotes(0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("--inner-crun", metavar="BUNDLE")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="only the spawn anchors, clone per launch and zygote rows (no other runtimes)",
+    )
     args = ap.parse_args()
     if args.inner_crun:
         inner_crun(args.n, Path(args.inner_crun))
@@ -159,6 +183,10 @@ def main() -> None:
         return run
 
     try:
+        if args.quick:
+            quick(lau, ours, results, n)
+            report(results)
+            return
         results["runink: user+pid+mnt+uts+ipc, net host"] = measure(ours("host", False), n)
         results["runink: + netns (network none)"] = measure(ours("none", False), n)
         results["runink: + netns + fresh cgroup (6 dirs, limits)"] = measure(ours("none", True), n)

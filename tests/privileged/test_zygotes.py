@@ -88,3 +88,31 @@ def test_parked_zygotes_go_with_the_server() -> None:
         assert gone(parked), "zygotes outlived a SIGKILLed fork server"
     finally:
         lau.close()
+
+
+@pytest.mark.parametrize("zygotes", [True, False], ids=["zygote", "clone"])
+def test_step_end_is_reported_once_before_the_init_exits(zygotes: bool) -> None:
+    """The init reports its step's status before its own exit (which tears down the namespaces);
+    the server then reaps the init without a second report, which a later slice reusing the
+    pid would otherwise receive as its own exit."""
+    lau = _launcher.Launcher.start()
+    try:
+        if zygotes:
+            lau.enable_zygotes(2, ("none",))
+            parked = wait_children(lau.pid, 2)
+        cases = {"exit 7": 7 << 8, "kill -KILL $$": (128 + 9) << 8, "true": 0}
+        for i, (script, status) in enumerate(cases.items()):
+            req = _launcher.LaunchRequest(
+                argv=("/bin/sh", "-c", script), env={"PATH": "/usr/bin:/bin"},
+                hostname="rep", uid=252_000 + i, gid=252_000 + i, network="none",
+            )  # fmt: skip
+            pid = lau.launch_sync(req)
+            if zygotes and i == 0:
+                assert pid in parked
+            assert lau.wait_sync(pid) == status, script
+            assert gone({pid}), "the server did not reap the init"
+        # A round trip after the reaps: any second report would have arrived by now.
+        lau.wait_sync(lau.launch_sync(req))
+        assert lau._exits == {}
+    finally:
+        lau.close()
