@@ -17,7 +17,8 @@ from pathlib import Path
 
 
 def free_base() -> int:
-    """A port P with P, P+10 and P+20 free (the replicas' API ports)."""
+    """A port P such that every port a replica i listens on is free: P+10i plus its controller
+    (+1), token (+2) and lineage (+3) ports."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -25,7 +26,7 @@ def free_base() -> int:
         if base > 60000:
             continue
         free = True
-        for off in (10, 20):
+        for off in (o + i for i in (0, 10, 20) for o in range(4) if o + i):
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", base + off))
@@ -52,6 +53,16 @@ def leader(root: Path, replica: int) -> str | None:
     return m.group(1) if m and m.group(1) != "None" else None
 
 
+def _logs(root: Path) -> str:
+    """runink up's output and every replica's log, for a failure message."""
+    parts = [(root / "up.log").read_text(errors="replace")]
+    parts += [
+        f"--- {log.name}\n" + log.read_text(errors="replace")[-3000:]
+        for log in sorted((root / "data").glob("r*.log"))
+    ]
+    return "\n".join(parts)
+
+
 @contextlib.contextmanager
 def replicas(n: int = 3) -> Iterator[Path]:
     """`runink up --replicas n` in a fresh dir under /var/tmp; everything removed afterwards."""
@@ -68,7 +79,7 @@ def replicas(n: int = 3) -> Iterator[Path]:
     try:
         deadline = time.monotonic() + 120
         while not (root / "config").exists():
-            assert up.poll() is None, (root / "up.log").read_text()
+            assert up.poll() is None, _logs(root)
             assert time.monotonic() < deadline, "the replicas did not start"
             time.sleep(0.5)
         while leader(root, 0) is None:
