@@ -15,6 +15,8 @@ Zygotes (``{"op": "zygotes"}``) take the clone off the launch path: inits cloned
 a launch writes the maps and cgroup.procs, then sends the request with its fds to one of them.
 Each init reports the status it is about to exit with on its own pipe (a zygote: its socket)
 before exiting, so the exit report does not wait for the kernel to tear its namespaces down.
+A parked zygote copies ahead the pages the first released inits were seen to write, so its
+launch path takes no copy-on-write faults (`prefault`, `hot_pages`).
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ STEP_UMASK = 0o002
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 PR_SET_PDEATHSIG = 1
 MADV_POPULATE_WRITE = 23
+PAGE = os.sysconf("SC_PAGE_SIZE")
 NS_ALL = ("user", "pid", "mnt", "uts", "ipc")
 ZYGOTE_IDLE = 0.002
+LEARN = 2
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 # Python ignores these; an ignored disposition survives exec, so the step must get them back.
 RESET_IN_STEP = (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED)
@@ -128,15 +132,11 @@ def raw_clone(flags: int) -> int:
     return pid
 
 
-def prefault() -> None:
-    """Give this process its own copy of every writable private page now (MADV_POPULATE_WRITE).
-
-    A zygote shares its memory copy-on-write with the fork server: left alone, every page the
-    Python interpreter writes on the launch path (reference counts) would cost a COW fault
-    then, hundreds of them per launch. Done while parked, off the launch path; a kernel
-    without it (< 5.14) just keeps the faults."""
-    with open("/proc/self/maps", "rb") as f:
+def _writable_maps(pid: int) -> list[tuple[int, int]]:
+    """(start, end) of *pid*'s private writable mappings, except the kernel's own."""
+    with open(f"/proc/{pid}/maps", "rb") as f:
         maps = f.read().splitlines()
+    out = []
     for line in maps:
         fields = line.split()
         perms = fields[1]
@@ -145,7 +145,44 @@ def prefault() -> None:
         if len(fields) > 5 and fields[5].startswith(b"[v"):  # [vvar], [vdso], [vsyscall]
             continue
         start, end = (int(x, 16) for x in fields[0].split(b"-"))
-        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_POPULATE_WRITE)
+        out.append((start, end))
+    return out
+
+
+def prefault(runs: list[tuple[int, int]]) -> None:
+    """Take our own copy of the pages in *runs* ((first page, count)) now (MADV_POPULATE_WRITE).
+
+    A zygote shares its memory copy-on-write with the fork server: left alone, each page the
+    interpreter writes on the launch path (reference counts, frames) costs a COW fault then,
+    hundreds per launch (~0.3 ms). Only the pages a released init was seen to write (`hot_pages`)
+    are copied: copying all ~8 MiB would cost that much memory per running slice. A range
+    no longer mapped, or a kernel without the advice (< 5.14), just keeps the faults."""
+    for first, count in runs:
+        libc.madvise(
+            ctypes.c_void_p(first * PAGE), ctypes.c_size_t(count * PAGE), MADV_POPULATE_WRITE
+        )
+
+
+def hot_pages(pid: int) -> list[tuple[int, int]]:
+    """The pages a released init (*pid*, waiting for us) has its own copy of, as (first page,
+    count) runs: what it wrote since its clone, so what `prefault` should copy ahead in the
+    next zygotes. Read by the server: the init's /proc files are root's, not its uid's."""
+    runs: list[tuple[int, int]] = []
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    try:
+        for start, end in _writable_maps(pid):
+            first = start // PAGE
+            data = os.pread(fd, (end - start) // PAGE * 8, first * 8)
+            for i, (entry,) in enumerate(struct.iter_unpack("=Q", data)):
+                # present and exclusively mapped: a COW copy of our own (or never shared)
+                if entry >> 63 & 1 and entry >> 56 & 1:
+                    if runs and runs[-1][0] + runs[-1][1] == first + i:
+                        runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+                    else:
+                        runs.append((first + i, 1))
+    finally:
+        os.close(fd)
+    return runs
 
 
 def _lo_up() -> None:
@@ -160,15 +197,18 @@ def _write_status(fd: int, status: dict[str, Any]) -> None:
         os.write(fd, json.dumps(status).encode())
 
 
-def _report(report_fd: int, code: int) -> None:
+def _report(report_fd: int, code: int, learn: bool = False) -> None:
     """Tell the server how this init is about to exit (the raw wait status it will see).
 
     Sent before the init's exit tears down its pid, mount and net namespaces (~0.4 ms on the
-    reported path, phase 4 trace): the server forwards it at once and ignores the later reap."""
+    reported path, phase 4 trace): the server forwards it at once and ignores the later reap.
+    With *learn*, wait until the server has read which pages we wrote (`hot_pages`)."""
     if report_fd < 0:
         return
-    try:  # noqa: SIM105 - keep the fork server's imports minimal
+    try:
         os.write(report_fd, struct.pack("=i", (code & 0xFF) << 8))
+        if learn:
+            os.read(report_fd, 1)
     except OSError:
         pass  # the server is gone (agent restart): the status file says it all
 
@@ -276,7 +316,9 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int, report_fd: int
     else:
         code = os.waitstatus_to_exitcode(status)
         _write_status(status_fd, {"exit": code})
-    _report(report_fd, code)
+    # A zygote made before the server knew which pages to copy ahead lets it look (~1 ms, off
+    # the reported path, twice per fork server).
+    _report(report_fd, code, bool(req.get("_learn")))
     return code
 
 
@@ -450,6 +492,33 @@ class Zygotes:
         self.cgroup_procs: list[str] = []
         self.ready: dict[str, list[tuple[int, socket.socket]]] = {}
         self.pids: set[int] = set()  # parked (never reported to the agent)
+        # Pages a released init wrote (`hot_pages`), learnt from the first LEARN releases of
+        # zygotes made without it (`unlearnt`); later zygotes copy them ahead (`prefault`).
+        self.hot: list[tuple[int, int]] | None = None
+        self.hot_set: set[int] = set()
+        self.learnt = 0
+        self.unlearnt: set[int] = set()
+        self.unlearning: set[int] = set()  # released with "_learn": waiting for `learn`
+
+    def should_learn(self, pid: int) -> bool:
+        return pid in self.unlearnt and self.learnt < LEARN
+
+    def learn(self, pid: int) -> None:
+        self.unlearning.discard(pid)
+        self.learnt += 1
+        try:
+            seen = hot_pages(pid)
+        except OSError:
+            return  # it died meanwhile (killed): learn from the next one
+        for first, count in seen:
+            self.hot_set.update(range(first, first + count))
+        runs: list[tuple[int, int]] = []
+        for page in sorted(self.hot_set):
+            if runs and runs[-1][0] + runs[-1][1] == page:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            else:
+                runs.append((page, 1))
+        self.hot = runs
 
     def configure(self, msg: dict[str, Any], close_in_child: list[int]) -> None:
         self.clear()
@@ -485,6 +554,8 @@ class Zygotes:
                     os.write(2, f"runink forkserver: cannot make a zygote: {e}\n".encode())
                     return
                 self.pids.add(pool[-1][0])
+                if self.hot is None:
+                    self.unlearnt.add(pool[-1][0])
 
     def _make(self, net: str, close_in_child: list[int]) -> tuple[int, socket.socket]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -508,7 +579,7 @@ class Zygotes:
                     for _, other in pool:
                         other.close()
                 ours.close()
-                code = _zygote(theirs, net)
+                code = _zygote(theirs, net, self.hot)
             except BaseException as e:  # noqa: BLE001 - the child must never return into the server
                 try:
                     os.write(2, f"runink: zygote failed: {e}\n".encode())
@@ -535,9 +606,10 @@ class Zygotes:
                 except ProcessLookupError:
                     pass
         self.ready.clear()
+        self.unlearnt.clear()
 
 
-def _zygote(sock: socket.socket, net: str) -> int:
+def _zygote(sock: socket.socket, net: str, hot: list[tuple[int, int]] | None) -> int:
     """A parked slice init: set up what needs no request, then wait for one (or EOF)."""
     # Die with the server while parked; a released slice must outlive it (agent restarts).
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -549,7 +621,8 @@ def _zygote(sock: socket.socket, net: str) -> int:
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     if net == "none":
         _lo_up()
-    prefault()
+    if hot is not None:
+        prefault(hot)
     try:
         data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 22, 64)
     except OSError:
@@ -666,6 +739,18 @@ def serve(sock: socket.socket) -> None:
             data = os.read(fd, 16)
         except OSError:
             data = b""
+        if len(data) == 4 and reports[fd][0] in zygotes.unlearning:
+            pid = reports[fd][0]
+            send({"op": "exit", "pid": pid, "status": struct.unpack("=i", data)[0]})
+            reported.add(pid)
+            zygotes.learn(pid)
+            # The init waits for this (or EOF) to exit.
+            try:  # noqa: SIM105 - keep the fork server's imports minimal
+                os.write(fd, b"k")
+            except OSError:
+                pass
+            forget_report(fd)
+            return
         pid = forget_report(fd)
         if len(data) == 4:
             send({"op": "exit", "pid": pid, "status": struct.unpack("=i", data)[0]})
@@ -708,7 +793,6 @@ def serve(sock: socket.socket) -> None:
             zygotes.refill(inherited(), most=1)
             # Our own pages are copy-on-write with the new zygote's: take them back now rather
             # than one fault at a time while releasing the next zygote.
-            prefault()
             continue
         for fd in ready:
             if fd in reports:
@@ -734,6 +818,10 @@ def serve(sock: socket.socket) -> None:
             try:
                 zyg = zygotes.take(req.get("net", "host")) if zygotes.eligible(req) else None
                 if zyg is not None:
+                    if zygotes.should_learn(zyg[0]):
+                        req["_learn"] = True
+                        zygotes.unlearning.add(zyg[0])
+                    zygotes.unlearnt.discard(zyg[0])
                     try:
                         pid = launch_zygote(req, zyg)
                         report_fd, owner = zyg[1].fileno(), zyg[1]
