@@ -6,7 +6,9 @@ bwrap, runc and crun (crun refuses hybrid cgroup hosts, so it runs in a private 
 with /sys/fs/cgroup/unified lazily unmounted, as in research/agent.md), with ratios to plain spawn
 and to runc measured in the same run. Needs root. Not a test: it never fails on a figure.
 
-    .venv/bin/python bench/launch_bench.py [-n 200]
+    .venv/bin/python bench/launch_bench.py [-n 200] [--quick]
+
+``--quick`` runs only the plain-spawn anchors and the clone-per-launch and zygote rows (~10 s).
 """
 
 from __future__ import annotations
