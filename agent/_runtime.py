@@ -472,6 +472,9 @@ class SliceRuntime:
         _cgroups.remove_parent(self.layout, self.cgroup_parent)
         with contextlib.suppress(OSError):  # still holding a slice started meanwhile: keep it
             self.scratch_dir.rmdir()
+        if self.scratch_dir.parent.as_posix() in SCRATCH_ROOTS:
+            with contextlib.suppress(OSError):  # another agent's scratch dir is still in it
+                self.scratch_dir.parent.rmdir()
 
     # -- helpers -------------------------------------------------------------------------------
     def _allocate_uid(self) -> int:
