@@ -27,9 +27,8 @@ from typing import Any, Literal, Protocol
 import watchfiles
 
 from runink import schemas
-from runink.controllers import _controller, _git, _helpers, _types
+from runink.controllers import _client, _controller, _git, _helpers, _types
 from runink.schemas import errors
-from runink.store import _api
 
 log = logging.getLogger("runink.controllers.gitops")
 
@@ -52,33 +51,13 @@ MAX_OBJECT_ROWS = 100
 Action = Literal["created", "configured", "unchanged", "pruned", "drifted", "healed"]
 
 
-class ApplyClient(Protocol):
-    """What the GitOps controller needs from the cluster; ``runink.api.Client`` satisfies it.
+class ApplyClient(_client.Client, Protocol):
+    """What the GitOps controller needs from the cluster: the Barn-shaped client plus server-side
+    apply; ``runink.api.Client`` satisfies it.
 
     ``apply`` is server-side apply with field ownership; ``dry_run`` returns the object the server
     would store. Errors are ``runink.schemas.errors``.
     """
-
-    async def get(
-        self, kind: str, name: str, herd: str | None = None, *, linearizable: bool = False
-    ) -> Obj: ...
-
-    async def list(
-        self,
-        kind: str,
-        herd: str | None = None,
-        *,
-        selector: str | None = None,
-        limit: int = 0,
-        continue_token: str | None = None,
-        linearizable: bool = False,
-    ) -> _api.ListResult: ...
-
-    async def update_status(self, obj: Obj) -> Obj: ...
-
-    async def delete(
-        self, kind: str, name: str, herd: str | None = None, *, resource_version: str | None = None
-    ) -> Obj: ...
 
     async def apply(
         self, obj: Obj, manager: str | None = None, *, force: bool = False, dry_run: bool = False

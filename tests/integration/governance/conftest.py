@@ -71,7 +71,7 @@ def post(cluster: _up.Cluster) -> Callable[[Any, str | None], tuple[int, Any]]:
 
 
 class FakeOpenAI(ThreadingHTTPServer):
-    """Chat completions; the first attempt for keys ending in 1, 2, 3 gets 429, 500, a stall."""
+    """Chat completions; the first attempt for some records fails with 429, 500 or a stall."""
 
     daemon_threads = True
 
@@ -80,6 +80,7 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.attempts: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.release = threading.Event()
+        self.auth: list[str | None] = []
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -90,11 +91,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
+        if self.path != "/v1/chat/completions":
+            self._reply(404, {"error": {"message": "no such route"}})
+            return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        key = body["messages"][0]["content"].split("#", 1)[1].split(":", 1)[0]
+        prompt = body["messages"][0]["content"]
+        key = prompt.split("#", 1)[1].split(":", 1)[0]
         with self.server.lock:
             self.server.attempts[key] += 1
             attempt = self.server.attempts[key]
+            self.server.auth.append(self.headers.get("Authorization"))
         try:
             if attempt == 1 and int(key) % 10 == 1:
                 self._reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
@@ -110,8 +116,21 @@ class _Handler(BaseHTTPRequestHandler):
                         "confidence": 0.5 + (int(key) % 50) / 100,
                     }
                 )
-                choice = {"index": 0, "message": {"role": "assistant", "content": content}}
-                self._reply(200, {"model": body["model"], "choices": [choice]})
+                self._reply(
+                    200,
+                    {
+                        "id": f"chatcmpl-{key}",
+                        "model": body["model"],
+                        "system_fingerprint": "fp_test123",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": content},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                    },
+                )
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up on a stalled request: expected
 
@@ -128,6 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def openai_server() -> Iterator[FakeOpenAI]:
+    """A chat-completions server on loopback that throttles, fails and stalls first attempts."""
     srv = FakeOpenAI()
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
