@@ -4,8 +4,12 @@ The layout is detected once at agent start (`detect`). Every slice gets one cgro
 under a ``runink`` parent: ``<root>/<ctrl>/runink/<slice>`` for each v1 controller, or
 ``<root>/runink/<slice>`` on v2. On a v1 *hybrid* host (a cgroup2 mount at ``<root>/unified``
 holding no controllers) the slice also gets a v2 leaf there, so that ``cgroup.kill`` gives an
-atomic kill of the whole tree. The launcher (agent/_launcher.py) writes the slice's pid into
-every ``procs_files()`` entry before the slice execs; this module never forks.
+atomic kill of the whole tree. This module never forks: the fork server (agent/_forkserver.py)
+puts a slice into its cgroup before the slice execs, following a `Plan` (the directories, and the
+limit files to write). Its parked zygotes already sit in cgroups of their own under the same
+parents, named with a ``_z`` prefix (no slice id starts with ``_``): a launch from a zygote only
+writes the limits, because moving a task between cgroups waits for an RCU grace period once the
+machine has made no such move for a few tens of milliseconds (3.7-8 ms here, measured).
 """
 
 from __future__ import annotations
@@ -79,6 +83,103 @@ def detect(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> Layout:
         ctrls = frozenset((unified / "cgroup.controllers").read_text().split())
         return Layout("v1", base, v1, unified, ctrls)
     return Layout("v1", base, v1, None, frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How the fork server puts one slice into its cgroup: everything but the pid.
+
+    ``bases`` are the parent directories, one per hierarchy (`bases`); the slice's directory is
+    ``<base>/<name>`` in each. ``writes`` are (index into bases, file, value, required) in order;
+    an optional write that fails (a file this kernel lacks) is skipped. ``v2`` is the index of
+    the cgroup2 base (joined with CLONE_INTO_CGROUP where the kernel allows), or -1.
+    """
+
+    bases: tuple[str, ...]
+    name: str
+    writes: tuple[tuple[int, str, str, bool], ...] = ()
+    v2: int = -1
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "bases": list(self.bases),
+            "name": self.name,
+            "writes": [list(w) for w in self.writes],
+            "v2": self.v2,
+        }
+
+
+ZYGOTE_PREFIX = "_z"
+"""Cgroups of parked zygotes start with this; slice ids (DNS labels) never do."""
+
+
+def bases(layout: Layout, parent: str = PARENT) -> list[Path]:
+    """The parent cgroup of every hierarchy, in `SliceCgroup.dirs` order (v1, then cgroup2)."""
+    out = [p / parent for p in layout.v1.values()]
+    if layout.unified is not None:
+        out.append(layout.unified / parent)
+    return out
+
+
+def ensure_parent(layout: Layout, parent: str = PARENT) -> None:
+    """Make the parent cgroups (and, on v2, delegate cpu/memory/pids to the slices below)."""
+    for b in bases(layout, parent):
+        b.mkdir(exist_ok=True)
+    if layout.version == "v2":
+        _enable_v2_controllers(layout, layout.unified / parent if layout.unified else layout.root)
+
+
+def limit_writes(layout: Layout, limits: Limits) -> tuple[tuple[int, str, str, bool], ...]:
+    """The files to write for *limits*: (index into `bases`, file, value, required)."""
+    out: list[tuple[int, str, str, bool]] = []
+    quota = (
+        None
+        if limits.cpu_millicores is None
+        else max(1000, limits.cpu_millicores * CFS_PERIOD_US // 1000)
+    )
+    if layout.version == "v1":
+        index = {c: i for i, c in enumerate(layout.v1)}
+        if "cpu" in index and quota is not None:
+            out.append((index["cpu"], "cpu.cfs_period_us", str(CFS_PERIOD_US), True))
+            out.append((index["cpu"], "cpu.cfs_quota_us", str(quota), True))
+        if "memory" in index and limits.memory_bytes is not None:
+            mem, value = index["memory"], str(limits.memory_bytes)
+            out.append((mem, "memory.limit_in_bytes", value, True))
+            # Swap off for the slice: memsw (memory+swap) equal to the memory limit, where
+            # the kernel accounts swap at all.
+            out.append((mem, "memory.memsw.limit_in_bytes", value, False))
+            out.append((mem, "memory.swappiness", "0", False))
+        if "pids" in index and limits.pids is not None:
+            out.append((index["pids"], "pids.max", str(limits.pids), True))
+        return tuple(out)
+    ctrls = layout.v2_controllers
+    if "cpu" in ctrls and quota is not None:
+        out.append((0, "cpu.max", f"{quota} {CFS_PERIOD_US}", True))
+    if "memory" in ctrls and limits.memory_bytes is not None:
+        out.append((0, "memory.max", str(limits.memory_bytes), True))
+        out.append((0, "memory.swap.max", "0", False))
+        # One OOM kill takes the whole slice down, as a unit.
+        out.append((0, "memory.oom.group", "1", False))
+    if "pids" in ctrls and limits.pids is not None:
+        out.append((0, "pids.max", str(limits.pids), True))
+    return tuple(out)
+
+
+def plan(layout: Layout, name: str, limits: Limits, parent: str = PARENT) -> Plan:
+    """The `Plan` of a slice cgroup *name* with *limits*."""
+    bs = bases(layout, parent)
+    v2 = len(bs) - 1 if layout.unified is not None else -1
+    return Plan(tuple(map(str, bs)), name, limit_writes(layout, limits), v2)
+
+
+def apply_writes(dirs: list[Path], writes: tuple[tuple[int, str, str, bool], ...]) -> None:
+    """Write limits (`limit_writes`) into a slice's *dirs*; the fork server does the same."""
+    for i, file, value, required in writes:
+        try:
+            _write(dirs[i] / file, value)
+        except OSError as e:
+            if required:
+                raise OSError(e.errno, f"cgroup {dirs[i] / file} = {value}: {e.strerror}") from e
 
 
 def _write(path: Path, value: str) -> None:
@@ -159,50 +260,14 @@ class SliceCgroup:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def create(self, limits: Limits) -> None:
-        """Make the directories and write *limits*; idempotent (an existing cgroup is reused)."""
-        for d in self.dirs():
-            d.parent.mkdir(exist_ok=True)
+        """Make the directories and write *limits*; idempotent (an existing cgroup is reused).
+
+        The agent lets the fork server do this (`plan`); this is for tools and tests."""
+        ensure_parent(self.layout, self.parent)
+        dirs = self.dirs()
+        for d in dirs:
             d.mkdir(exist_ok=True)
-        if self.layout.version == "v1":
-            self._limits_v1(limits)
-        else:
-            assert self.v2_dir is not None
-            _enable_v2_controllers(self.layout, self.v2_dir.parent)
-            self._limits_v2(limits)
-
-    def _limits_v1(self, limits: Limits) -> None:
-        dirs = self.v1_dirs
-        if "cpu" in dirs and limits.cpu_millicores is not None:
-            _write(dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
-            quota = max(1000, limits.cpu_millicores * CFS_PERIOD_US // 1000)
-            _write(dirs["cpu"] / "cpu.cfs_quota_us", str(quota))
-        if "memory" in dirs and limits.memory_bytes is not None:
-            mem = dirs["memory"]
-            _write(mem / "memory.limit_in_bytes", str(limits.memory_bytes))
-            # Swap off for the slice: memsw (memory+swap) equal to the memory limit.
-            if (mem / "memory.memsw.limit_in_bytes").exists():
-                _write(mem / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
-            with contextlib.suppress(FileNotFoundError, OSError):
-                _write(mem / "memory.swappiness", "0")
-        if "pids" in dirs and limits.pids is not None:
-            _write(dirs["pids"] / "pids.max", str(limits.pids))
-
-    def _limits_v2(self, limits: Limits) -> None:
-        d = self.v2_dir
-        assert d is not None
-        ctrls = self.layout.v2_controllers
-        if "cpu" in ctrls and limits.cpu_millicores is not None:
-            quota = max(1000, limits.cpu_millicores * CFS_PERIOD_US // 1000)
-            _write(d / "cpu.max", f"{quota} {CFS_PERIOD_US}")
-        if "memory" in ctrls and limits.memory_bytes is not None:
-            _write(d / "memory.max", str(limits.memory_bytes))
-            if (d / "memory.swap.max").exists():
-                _write(d / "memory.swap.max", "0")
-            # One OOM kill takes the whole slice down, as a unit.
-            if (d / "memory.oom.group").exists():
-                _write(d / "memory.oom.group", "1")
-        if "pids" in ctrls and limits.pids is not None:
-            _write(d / "pids.max", str(limits.pids))
+        apply_writes(dirs, limit_writes(self.layout, limits))
 
     # -- reading -------------------------------------------------------------------------------
     def pids(self) -> set[int]:
@@ -310,21 +375,15 @@ class SliceCgroup:
 
 def remove_parent(layout: Layout, parent: str = PARENT) -> None:
     """Remove the agent's parent cgroups once they hold no slice (rmdir of an empty cgroup)."""
-    bases = [p / parent for p in layout.v1.values()]
-    if layout.unified is not None:
-        bases.append(layout.unified / parent)
-    for b in bases:
+    for b in bases(layout, parent):
         with contextlib.suppress(OSError):  # absent, or still holding a slice: keep it
             b.rmdir()
 
 
 def list_slices(layout: Layout, parent: str = PARENT) -> set[str]:
     """Names of the slice cgroups present under the runink parent (for recovery sweeps)."""
-    bases = [p / parent for p in layout.v1.values()]
-    if layout.unified is not None:
-        bases.append(layout.unified / parent)
     names: set[str] = set()
-    for b in bases:
+    for b in bases(layout, parent):
         if b.is_dir():
             names.update(e.name for e in os.scandir(b) if e.is_dir())
     return names

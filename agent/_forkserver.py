@@ -11,8 +11,11 @@ the parent while the child waits on a pipe, then the init sets up mounts (its ow
 detached bind trees the server cut with open_tree, secrets), hostname and lo, spawns the step
 with umask 0002 and reaps until the step exits, forwarding SIGTERM/SIGINT/SIGHUP/SIGQUIT to it.
 Zygotes (``{"op": "zygotes"}``) take the clone off the launch path: inits cloned ahead of time
-(namespaces made, / rprivate, /proc mounted, lo up, parked in a holding cgroup) wait on a socket;
-a launch writes the maps and cgroup.procs, then sends the request with its fds to one of them.
+(namespaces made, / rprivate, /proc mounted, lo up, each already in a cgroup of its own) wait on
+a socket; a launch writes the maps and the slice's limits into that cgroup, then sends the request
+with its fds to one of them. Moving a task into a cgroup waits for an RCU grace period when no
+move happened for a while (3.7-8 ms, measured): zygotes move while parked, off the launch path,
+and a clone joins the cgroup2 part with CLONE_INTO_CGROUP where the kernel has it.
 Each init reports the status it is about to exit with on its own pipe (a zygote: its socket)
 before exiting, so the exit report does not wait for the kernel to tear its namespaces down.
 A parked zygote copies ahead the pages the first released inits were seen to write, so its
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import errno
 import fcntl
 import gc
 import json
@@ -44,6 +48,8 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}[platform.machine()]
+SYS_CLONE3 = 435  # asm-generic, every architecture (5.3+); CLONE_INTO_CGROUP since 5.7
+CLONE_INTO_CGROUP = 0x200000000
 # The new mount API has one syscall number on every architecture (asm-generic since 5.2).
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
 OPEN_TREE_CLONE, AT_EMPTY_PATH, AT_RECURSIVE, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x1000, 0x8000, 4
@@ -130,6 +136,65 @@ def raw_clone(flags: int) -> int:
     if pid < 0:
         raise _oserror("clone")
     return pid
+
+
+_clone3_ok = True  # until the kernel says it has no clone3 or no CLONE_INTO_CGROUP
+
+
+def clone_into(flags: int, cgroup_fd: int) -> int:
+    """`raw_clone` whose child starts in the cgroup2 directory *cgroup_fd*: no migration, so no
+    wait for an RCU grace period. Returns -1 where the kernel cannot (then clone and move)."""
+    global _clone3_ok
+    if not _clone3_ok:
+        return -1
+    # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+    # tls, set_tid, set_tid_size, cgroup (CLONE_ARGS_SIZE_VER2). No stack: fork-like.
+    args = ctypes.create_string_buffer(
+        struct.pack(
+            "=11Q", flags | CLONE_INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd
+        )
+    )
+    pid = int(pylibc.syscall(SYS_CLONE3, args, ctypes.c_size_t(88)))
+    if pid < 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EINVAL, errno.E2BIG):
+            _clone3_ok = False
+            return -1
+        raise _oserror("clone3")
+    return pid
+
+
+def _cgroup_dirs(cg: dict[str, Any], name: str) -> list[str]:
+    return [os.path.join(base, name) for base in cg["bases"]]
+
+
+def _cgroup_make(cg: dict[str, Any], name: str) -> list[str]:
+    """The directories of cgroup *name* under the plan's bases (made if missing)."""
+    dirs = _cgroup_dirs(cg, name)
+    for d in dirs:
+        try:  # noqa: SIM105 - keep the fork server's imports minimal
+            os.mkdir(d)
+        except FileExistsError:
+            pass
+    return dirs
+
+
+def _cgroup_writes(dirs: list[str], cg: dict[str, Any]) -> None:
+    """A slice's limits (agent/_cgroups.py `limit_writes`); an optional file may be missing."""
+    for i, file, value, required in cg.get("writes") or []:
+        try:
+            _write_value(os.path.join(dirs[i], file), value)
+        except OSError as e:
+            if required:
+                raise OSError(e.errno, f"cgroup {dirs[i]}/{file} = {value}: {e.strerror}") from e
+
+
+def _cgroup_rmdir(dirs: list[str]) -> None:
+    for d in dirs:
+        try:  # noqa: SIM105 - keep the fork server's imports minimal
+            os.rmdir(d)
+        except OSError:
+            pass  # gone already, or busy: the agent's sweep removes it
 
 
 def _writable_maps(pid: int) -> list[tuple[int, int]]:
@@ -404,6 +469,15 @@ def _launch(req: dict[str, Any], host_netns: int, opened: list[int]) -> tuple[in
         opened.append(fd)
         binds.append((fd, bind["dst"]))
     req["_bind_fds"] = binds
+    cg = req.get("cgroup")
+    req["_cgroup_dirs"], req["_cgroup_fd"], req["_cgroup_name"] = [], -1, None
+    if cg:
+        dirs = _cgroup_make(cg, cg["name"])
+        req["_cgroup_dirs"], req["_cgroup_name"] = dirs, cg["name"]
+        _cgroup_writes(dirs, cg)
+        if cg.get("v2", -1) >= 0:
+            req["_cgroup_fd"] = os.open(dirs[cg["v2"]], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            opened.append(req["_cgroup_fd"])
     report_r, report_w = os.pipe()
     opened.append(report_w)
     try:
@@ -440,7 +514,11 @@ def _clone(
                 joined = True
             finally:
                 os.close(nsfd)
-        pid = raw_clone(flags)
+        cgroup_fd = req["_cgroup_fd"]
+        pid = clone_into(flags, cgroup_fd) if cgroup_fd >= 0 else -1
+        joined_v2 = pid >= 0
+        if pid < 0:
+            pid = raw_clone(flags)
         if pid == 0:
             code = 126
             try:
@@ -448,6 +526,8 @@ def _clone(
                 signal.set_wakeup_fd(-1)  # the server's wake-up pipe is not ours to write
                 for fd in (sync_w, report_r, *req["_close_in_child"]):
                     os.close(fd)
+                if cgroup_fd >= 0:
+                    os.close(cgroup_fd)
                 code = _slice_init(req, sync_r, status_fd, report_w)
             except BaseException as e:  # noqa: BLE001 - the child must never return into the server
                 try:
@@ -463,12 +543,10 @@ def _clone(
         if ns.get("user"):
             uid, gid = int(req["uid"]), int(req["gid"])
             _write_maps(pid, uid, gid)
-        for procs in req.get("cgroup_procs", []):
-            fd = os.open(procs, os.O_WRONLY)
-            try:
-                os.write(fd, str(pid).encode())
-            finally:
-                os.close(fd)
+        v2 = req["cgroup"].get("v2", -1) if req.get("cgroup") else -1
+        for i, d in enumerate(req["_cgroup_dirs"]):
+            if not (joined_v2 and i == v2):
+                _write_pid(os.path.join(d, "cgroup.procs"), pid)
         os.write(sync_w, b"1")
     except BaseException:
         os.kill(pid, signal.SIGKILL)
@@ -480,18 +558,22 @@ class Zygotes:
     """Slice inits cloned ahead of time, per network mode, each parked on its own socket.
 
     A zygote has every namespace of a default slice (user, pid, mnt, uts, ipc; net for
-    ``none``), / made rprivate, its own /proc and (``none``) lo up, and sits in the holding
-    cgroup. It has no uid/gid map yet: the gid is the herd's, known at launch only, and the
-    parent writes both maps (two small writes) before releasing it. Unused zygotes die with
-    the server (PDEATHSIG, EOF on their socket) and are killed by `clear`.
+    ``none``), / made rprivate, its own /proc and (``none``) lo up. Configured with cgroup
+    bases, each sits in a cgroup of its own below them (``<prefix><serial>``), which becomes
+    its slice's cgroup: the launch writes the limits there, and the reply names it. It has no
+    uid/gid map yet: the gid is the herd's, known at launch only, and the parent writes both
+    maps (two small writes) before releasing it. Unused zygotes die with the server
+    (PDEATHSIG, EOF on their socket) and are killed by `clear`; their cgroups go with them.
     """
 
     def __init__(self) -> None:
         self.size = 0
         self.kinds: tuple[str, ...] = ()
-        self.cgroup_procs: list[str] = []
+        self.cgroup: dict[str, Any] | None = None  # {"bases", "v2", "prefix"}
+        self.serial = 0
         self.ready: dict[str, list[tuple[int, socket.socket]]] = {}
         self.pids: set[int] = set()  # parked (never reported to the agent)
+        self.cgroup_of: dict[int, str] = {}  # parked (or failed to release) -> its cgroup
         # Pages a released init wrote (`hot_pages`), learnt from the first LEARN releases of
         # zygotes made without it (`unlearnt`); later zygotes copy them ahead (`prefault`).
         self.hot: list[tuple[int, int]] | None = None
@@ -524,20 +606,36 @@ class Zygotes:
         self.clear()
         self.size = int(msg.get("size", 0))
         self.kinds = tuple(k for k in msg.get("kinds", ("none",)) if k in ("none", "host"))
-        self.cgroup_procs = list(msg.get("cgroup_procs") or [])
+        self.cgroup = msg.get("cgroup") or None
         self.refill(close_in_child)
 
     def eligible(self, req: dict[str, Any]) -> bool:
         ns = req["ns"]
         return all(ns.get(k) for k in NS_ALL) and req.get("net", "host") in self.kinds
 
-    def take(self, net: str) -> tuple[int, socket.socket] | None:
+    def take(self, net: str) -> tuple[int, socket.socket, str | None] | None:
+        """A parked zygote for *net* and the name of its cgroup, now the caller's."""
         pool = self.ready.get(net)
         if not pool:
             return None
         pid, zsock = pool.pop(0)  # the oldest: most likely done with its own set-up
         self.pids.discard(pid)
-        return pid, zsock
+        return pid, zsock, self.cgroup_of.pop(pid, None)
+
+    def failed(self, zyg: tuple[int, socket.socket, str | None]) -> None:
+        """A zygote that could not be released (and was killed): reaped and removed as parked."""
+        self.pids.add(zyg[0])
+        if zyg[2] is not None:
+            self.cgroup_of[zyg[0]] = zyg[2]
+
+    def dead(self, pid: int) -> None:
+        """A parked zygote was reaped: forget it and remove its (now empty) cgroup."""
+        self.pids.discard(pid)
+        for pool in self.ready.values():
+            pool[:] = [z for z in pool if z[0] != pid]
+        name = self.cgroup_of.pop(pid, None)
+        if name is not None and self.cgroup is not None:
+            _cgroup_rmdir(_cgroup_dirs(self.cgroup, name))
 
     def low(self) -> bool:
         return any(len(self.ready.get(k, ())) < self.size for k in self.kinds)
@@ -560,13 +658,33 @@ class Zygotes:
     def _make(self, net: str, close_in_child: list[int]) -> tuple[int, socket.socket]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            dirs: list[str] = []
+            name = None
+            cgroup_fd = pid = -1
+            if self.cgroup is not None:
+                self.serial += 1
+                name = f"{self.cgroup['prefix']}{self.serial}"
+                dirs = _cgroup_make(self.cgroup, name)
+                if self.cgroup.get("v2", -1) >= 0:
+                    v2dir = dirs[self.cgroup["v2"]]
+                    cgroup_fd = os.open(v2dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             # Only what must come with the clone (PID 1 of a pid ns owned by the new user ns):
             # the child unshares the rest itself, so making the mount table copy and the
             # netns costs the zygote's time, not the server's (which may owe an exit report).
-            pid = raw_clone(CLONE_NEWUSER | CLONE_NEWPID)
+            try:
+                flags = CLONE_NEWUSER | CLONE_NEWPID
+                pid = clone_into(flags, cgroup_fd) if cgroup_fd >= 0 else -1
+                joined_v2 = pid >= 0
+                if pid < 0:
+                    pid = raw_clone(flags)
+            finally:
+                if cgroup_fd >= 0 and pid != 0:
+                    os.close(cgroup_fd)
         except OSError:
             ours.close()
             theirs.close()
+            if dirs:
+                _cgroup_rmdir(dirs)
             raise
         if pid == 0:
             code = 126
@@ -575,6 +693,8 @@ class Zygotes:
                 signal.set_wakeup_fd(-1)
                 for fd in close_in_child:
                     os.close(fd)
+                if cgroup_fd >= 0:
+                    os.close(cgroup_fd)
                 for pool in self.ready.values():
                     for _, other in pool:
                         other.close()
@@ -587,9 +707,15 @@ class Zygotes:
                     os._exit(126)
             os._exit(code)
         theirs.close()
+        # Parked from here on: if anything below fails, it is reaped as one (`dead`).
+        self.pids.add(pid)
+        if name is not None:
+            self.cgroup_of[pid] = name
         try:
-            for procs in self.cgroup_procs:
-                _write_pid(procs, pid)
+            # Moved while parked, off the launch path (the move may wait for a grace period).
+            for i, d in enumerate(dirs):
+                if not (joined_v2 and i == self.cgroup["v2"]):  # type: ignore[index]
+                    _write_pid(os.path.join(d, "cgroup.procs"), pid)
         except BaseException:
             os.kill(pid, signal.SIGKILL)
             ours.close()
@@ -597,7 +723,7 @@ class Zygotes:
         return pid, ours
 
     def clear(self) -> None:
-        """Kill every parked zygote (they are reaped, unreported, by the server's loop)."""
+        """Kill every parked zygote, reap it and remove its cgroup (unreported to the agent)."""
         for pool in self.ready.values():
             for pid, zsock in pool:
                 zsock.close()
@@ -605,6 +731,12 @@ class Zygotes:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        for pid in list(self.pids):
+            try:  # noqa: SIM105 - keep the fork server's imports minimal
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass  # reaped already by the loop
+            self.dead(pid)
         self.ready.clear()
         self.unlearnt.clear()
 
@@ -654,25 +786,46 @@ def _write_maps(pid: int, uid: int, gid: int) -> None:
             os.close(fd)
 
 
-def _write_pid(procs: str, pid: int) -> None:
-    fd = os.open(procs, os.O_WRONLY)
+def _write_value(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
     try:
-        os.write(fd, str(pid).encode())
+        os.write(fd, value.encode())
     finally:
         os.close(fd)
 
 
-def launch_zygote(req: dict[str, Any], zyg: tuple[int, socket.socket]) -> int:
-    """Release a parked zygote with *req*: maps, cgroup, then the request and its fds.
+def _write_pid(procs: str, pid: int) -> None:
+    _write_value(procs, str(pid))
 
+
+def launch_zygote(
+    req: dict[str, Any],
+    zyg: tuple[int, socket.socket, str | None],
+    parked_in: dict[str, Any] | None,
+) -> int:
+    """Release a parked zygote with *req*: maps, cgroup limits, then the request and its fds.
+
+    A zygote parked in a cgroup under the request's bases (*parked_in*) keeps it: only the
+    limits are written. Otherwise it moves into a cgroup made for the request (slower: a move).
     The zygote's socket stays open on success (the caller reads the early exit report on it)."""
-    pid, zsock = zyg
+    pid, zsock, parked_cgroup = zyg
     opened: list[int] = []
     try:
         uid, gid = int(req["uid"]), int(req["gid"])
         _write_maps(pid, uid, gid)
-        for procs in req.get("cgroup_procs", []):
-            _write_pid(procs, pid)
+        cg = req.get("cgroup")
+        if parked_cgroup is not None and parked_in is not None:
+            if cg and cg["bases"] != parked_in["bases"]:
+                raise OSError(0, "the request's cgroup is not under the zygotes' parents")
+            req["_cgroup_name"] = parked_cgroup
+            if cg:
+                _cgroup_writes(_cgroup_dirs(parked_in, parked_cgroup), cg)
+        elif cg:
+            dirs = _cgroup_make(cg, cg["name"])
+            req["_cgroup_name"] = cg["name"]
+            _cgroup_writes(dirs, cg)
+            for d in dirs:
+                _write_pid(os.path.join(d, "cgroup.procs"), pid)
         for path in (req.get("stdout"), req.get("stderr")):
             opened += _open_log(path)
         if req.get("status_path"):
@@ -768,9 +921,7 @@ def serve(sock: socket.socket) -> None:
             if pid == 0:
                 return reported_now
             if pid in zygotes.pids:
-                zygotes.pids.discard(pid)  # a parked zygote died (killed by `clear`)
-                for pool in zygotes.ready.values():
-                    pool[:] = [z for z in pool if z[0] != pid]
+                zygotes.dead(pid)  # a parked zygote died (killed, or one that failed)
                 continue
             if pid in reported:
                 reported.discard(pid)  # its step's end went out before the init's exit
@@ -823,15 +974,15 @@ def serve(sock: socket.socket) -> None:
                         zygotes.unlearning.add(zyg[0])
                     zygotes.unlearnt.discard(zyg[0])
                     try:
-                        pid = launch_zygote(req, zyg)
+                        pid = launch_zygote(req, zyg, zygotes.cgroup)
                         report_fd, owner = zyg[1].fileno(), zyg[1]
                     except OSError:
-                        zygotes.pids.add(zyg[0])  # killed: its exit is not the agent's business
-                        # e.g. a dead zygote: clone one
+                        zygotes.failed(zyg)  # killed: its exit is not the agent's business
+                        # e.g. a dead zygote, or a memory limit below what it uses: clone one
                         pid, report_fd = launch(req, host_netns, spare, tuple(server_fds()))
                         owner = None
                     except BaseException:
-                        zygotes.pids.add(zyg[0])
+                        zygotes.failed(zyg)
                         raise
                 else:
                     pid, report_fd = launch(req, host_netns, spare, tuple(server_fds()))
@@ -843,7 +994,7 @@ def serve(sock: socket.socket) -> None:
             else:
                 reports[report_fd] = (pid, owner)
                 report_of[pid] = report_fd
-                send({"id": req["id"], "pid": pid})
+                send({"id": req["id"], "pid": pid, "cgroup": req.get("_cgroup_name")})
             reap()
             refill_spare_netns(spare, host_netns)
 

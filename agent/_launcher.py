@@ -15,12 +15,15 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+
+from runink.agent import _cgroups
 
 NetworkMode = Literal["none", "host", "isolated"]
 FORKSERVER = Path(__file__).with_name("_forkserver.py")
@@ -39,7 +42,8 @@ class LaunchRequest:
     hostname: str
     uid: int
     gid: int
-    cgroup_procs: tuple[str, ...] = ()
+    cgroup: _cgroups.Plan | None = None
+    """The slice's cgroup and limits; the reply (`Launched`) names the cgroup it got."""
     network: NetworkMode = "none"
     netns_path: str | None = None
     cwd: str | None = None
@@ -65,7 +69,7 @@ class LaunchRequest:
             "hostname": self.hostname,
             "uid": self.uid,
             "gid": self.gid,
-            "cgroup_procs": list(self.cgroup_procs),
+            "cgroup": self.cgroup.to_wire() if self.cgroup is not None else None,
             "net": self.network,
             "netns_path": self.netns_path,
             "cwd": self.cwd,
@@ -87,6 +91,14 @@ class LaunchRequest:
         return json.dumps(msg).encode()
 
 
+class Launched(NamedTuple):
+    """A started slice: its init's host pid, and the cgroup it runs in (under the plan's bases:
+    the plan's own name, or the cgroup of the zygote it was launched from)."""
+
+    pid: int
+    cgroup: str | None
+
+
 class Launcher:
     """Client of one fork server process. Not thread-safe; one asyncio loop at a time."""
 
@@ -99,6 +111,8 @@ class Launcher:
         self._exits: dict[int, int] = {}
         self._exit_waiters: dict[int, asyncio.Future[int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.zygote_prefix = f"{_cgroups.ZYGOTE_PREFIX}{secrets.token_hex(4)}-"
+        """Cgroups of this fork server's parked zygotes start with this."""
 
     @classmethod
     def start(cls, python: str = sys.executable) -> Launcher:
@@ -141,34 +155,34 @@ class Launcher:
         self._dispatch(json.loads(data))
 
     @staticmethod
-    def _pid_of(reply: dict[str, Any]) -> int:
+    def _launched(reply: dict[str, Any]) -> Launched:
         if "error" in reply:
             raise LaunchError(int(reply.get("errno") or 0), str(reply["error"]))
-        return int(reply["pid"])
+        return Launched(int(reply["pid"]), reply.get("cgroup"))
 
     def enable_zygotes(
         self,
         size: int = 2,
         kinds: tuple[NetworkMode, ...] = ("none",),
-        cgroup_procs: tuple[str, ...] = (),
+        cgroup: _cgroups.Plan | None = None,
     ) -> None:
-        """Keep *size* pre-cloned slice inits per network mode in *kinds* (``none``/``host``)
-        parked in the cgroup of *cgroup_procs*; ``size=0`` kills the parked ones. Launches
-        with every namespace on and such a network mode then skip the clone and the mounts."""
-        msg = {
-            "op": "zygotes",
-            "size": size,
-            "kinds": list(kinds),
-            "cgroup_procs": list(cgroup_procs),
-        }
+        """Keep *size* pre-cloned slice inits per network mode in *kinds* (``none``/``host``);
+        ``size=0`` kills the parked ones. Launches with every namespace on and such a network
+        mode then skip the clone and the mounts. With *cgroup* (its bases; name and writes are
+        ignored) each zygote waits in a cgroup of its own below them, named with
+        `zygote_prefix`: a launch with a plan under the same bases only writes the limits."""
+        cg = None
+        if cgroup is not None:
+            cg = {"bases": list(cgroup.bases), "v2": cgroup.v2, "prefix": self.zygote_prefix}
+        msg = {"op": "zygotes", "size": size, "kinds": list(kinds), "cgroup": cg}
         self._sock.send(json.dumps(msg).encode())
 
-    def launch_sync(self, req: LaunchRequest) -> int:
+    def launch_sync(self, req: LaunchRequest) -> Launched:
         rid = next(self._ids)
         self._sock.send(req.to_wire(rid))
         while rid not in self._replies:
             self._recv_blocking()
-        return self._pid_of(self._replies.pop(rid))
+        return self._launched(self._replies.pop(rid))
 
     def wait_sync(self, pid: int) -> int:
         while pid not in self._exits:
@@ -206,15 +220,15 @@ class Launcher:
                 return
             self._dispatch(json.loads(data))
 
-    async def launch(self, req: LaunchRequest) -> int:
-        """Start a slice; returns the host pid of its init (PID 1 of its pid namespace)."""
+    async def launch(self, req: LaunchRequest) -> Launched:
+        """Start a slice: the host pid of its init (PID 1 of its pid namespace), its cgroup."""
         self._attach()
         loop = asyncio.get_running_loop()
         rid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._reply_waiters[rid] = fut
         self._sock.send(req.to_wire(rid))
-        return self._pid_of(await fut)
+        return self._launched(await fut)
 
     async def wait(self, pid: int) -> int:
         """Raw wait status of a slice init this fork server started."""

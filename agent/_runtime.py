@@ -267,7 +267,8 @@ class SliceSpec:
 
     @property
     def id(self) -> str:
-        """Name of the slice's cgroup and state dir: unique per Slice object on this node."""
+        """Name of the slice's state dir (and of its cgroup, unless it was launched from a
+        zygote: then it keeps the zygote's): unique per Slice object on this node."""
         return f"{self.herd}.{self.name}.{self.uid[:8]}"
 
 
@@ -426,10 +427,13 @@ class SliceRuntime:
             Path(mp).mkdir(parents=True, exist_ok=True)
 
     async def __aenter__(self) -> SliceRuntime:
+        await asyncio.to_thread(_cgroups.ensure_parent, self.layout, self.cgroup_parent)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         if self.zygotes > 0:
-            self.launcher.enable_zygotes(self.zygotes, ("none",))
+            # Each waits in a cgroup of its own: a launch from one writes limits, moves nothing.
+            parents = _cgroups.plan(self.layout, "", _cgroups.Limits(), self.cgroup_parent)
+            self.launcher.enable_zygotes(self.zygotes, ("none",), parents)
         if self.netns_pool is not None:
             self._pool_task = self._tg.create_task(self.netns_pool.run())
         if self.log_forwarder is not None:
@@ -469,6 +473,12 @@ class SliceRuntime:
                 await asyncio.to_thread(self._remove_empty_parents)
 
     def _remove_empty_parents(self) -> None:
+        # Parked zygotes' cgroups: the fork server removes them as it kills them; it may not
+        # have yet (or it is gone).
+        for name in _cgroups.list_slices(self.layout, self.cgroup_parent):
+            if name.startswith(self.launcher.zygote_prefix):
+                with contextlib.suppress(OSError):
+                    _cgroups.SliceCgroup(self.layout, name, self.cgroup_parent).remove()
         _cgroups.remove_parent(self.layout, self.cgroup_parent)
         with contextlib.suppress(OSError):  # still holding a slice started meanwhile: keep it
             self.scratch_dir.rmdir()
@@ -595,11 +605,12 @@ class SliceRuntime:
         work = d / "work"
         work.mkdir(parents=True)
         gid = herd_gid if herd_gid is not None else host_uid
+        # The fork server makes the cgroup (or uses its zygote's): see LaunchRequest.cgroup.
         cg = _cgroups.SliceCgroup(self.layout, spec.id, self.cgroup_parent)
         r = spec.resources
+        limits = _cgroups.Limits(r.cpu_millicores, r.memory_bytes, r.pids)
         fds: list[int] = []
         try:
-            cg.create(_cgroups.Limits(r.cpu_millicores, r.memory_bytes, r.pids))
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", **spec.env}
             binds = [(str(work), WORK_DIR, False)]
             if spec.python is not None:
@@ -641,7 +652,6 @@ class SliceRuntime:
         except BaseException:
             for fd in fds:
                 os.close(fd)
-            cg.remove()
             shutil.rmtree(d, ignore_errors=True)
             raise
         req = _launcher.LaunchRequest(
@@ -650,7 +660,7 @@ class SliceRuntime:
             hostname=spec.name[:63],
             uid=host_uid,
             gid=gid,
-            cgroup_procs=tuple(cg.procs_files()),
+            cgroup=_cgroups.plan(self.layout, spec.id, limits, self.cgroup_parent),
             network=spec.network,
             cwd="/tmp",
             stdout=str(out),
@@ -667,7 +677,7 @@ class SliceRuntime:
         os.close(p.out_fd)
         os.close(p.err_fd)
         p.writer.close(done=True)
-        p.cgroup.remove()
+        p.cgroup.remove()  # what the fork server may have made before it failed
         shutil.rmtree(d, ignore_errors=True)
 
     async def _launch(self, spec: SliceSpec, argv: tuple[str, ...], host_uid: int) -> int:
@@ -685,13 +695,17 @@ class SliceRuntime:
                 assert self.netns_pool is not None
                 s.netns = await self.netns_pool.take()
                 req = dataclasses.replace(req, netns_path=s.netns.path)
-            s.pid = await self.launcher.launch(req)
+            launched = await self.launcher.launch(req)
         except BaseException:
             # Synchronously: this may be a cancellation, which an await here could lose.
             self._unprepare(p, d)
             if s.netns is not None and self.netns_pool is not None:
                 await self.netns_pool.release(s.netns)
             raise
+        s.pid = launched.pid
+        if launched.cgroup is not None and launched.cgroup != s.cgroup.name:
+            # Launched from a zygote: the cgroup it was parked in is the slice's.
+            s.cgroup = _cgroups.SliceCgroup(self.layout, launched.cgroup, self.cgroup_parent)
         s.start_time = _utcnow()
         s.pid_start = _proc_starttime(s.pid)  # procfs: no disk behind it
         self._slices[spec.id] = s
@@ -819,6 +833,10 @@ class SliceRuntime:
             if not self._busy(sid):
                 self._drop(sid)
         return deleted
+
+    def cgroup(self, spec_id: str) -> _cgroups.SliceCgroup:
+        """The cgroup a running slice is in."""
+        return self._slices[spec_id].cgroup
 
     def usage(self, spec_id: str) -> _cgroups.Usage:
         return self._slices[spec_id].cgroup.usage()
@@ -1057,6 +1075,8 @@ class SliceRuntime:
             outcome = await asyncio.to_thread(self._reap_sync, s)
             found.append(Recovered(s.spec_id, s.name, s.herd, s.uid, False, outcome))
         for stray in _cgroups.list_slices(self.layout, self.cgroup_parent) - known:
+            if stray.startswith(self.launcher.zygote_prefix):
+                continue  # our own fork server's parked zygotes
             await asyncio.to_thread(
                 _cgroups.SliceCgroup(self.layout, stray, self.cgroup_parent).remove
             )

@@ -8,7 +8,7 @@ and to runc measured in the same run. Needs root. Not a test: it never fails on 
 
     .venv/bin/python bench/launch_bench.py [-n 200] [--quick]
 
-``--quick`` runs only the plain-spawn anchors and the clone-per-launch and zygote rows (~10 s).
+``--quick`` runs only the plain-spawn anchors and our clone-per-launch and zygote rows.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from runink.agent import _cgroups, _launcher, _netpool
 
 WARMUP = 10
 PAUSE = 0.01
+SLOW = 0.1
 
 
 def measure(fn: Callable[[], object], n: int, pause: float = 0.0) -> list[float]:
@@ -121,20 +122,38 @@ def inner_crun(n: int, bundle: Path) -> None:
 def quick(
     lau: _launcher.Launcher,
     ours: Callable[[_launcher.NetworkMode, bool], Callable[[], object]],
+    parents: _cgroups.Plan,
     results: dict[str, list[float]],
     n: int,
 ) -> None:
-    """The rows the 3x-plain-spawn goal is read from, with their anchors, in one short run."""
-    results["runink: network none (clone per launch)"] = measure(ours("none", False), n)
+    """The rows the 3x-plain-spawn goal is read from, with their anchors, in one short run.
+
+    "cgroup" rows launch as the agent does: into a cgroup of the slice's own, with limits.
+    Moving a task between cgroups waits for an RCU grace period once no move happened for a
+    few tens of ms, so the rows are also measured at a slow rate (SLOW idle between), as an
+    agent launching a slice now and then sees it."""
+    spawn = lambda: spawn_wait(["/bin/true"])  # noqa: E731
+    fast, slow = f"{PAUSE * 1e3:.0f} ms idle", f"{SLOW * 1e3:.0f} ms idle"
+    results[f"posix_spawn, {fast}"] = measure(spawn, n, PAUSE)
+    results[f"posix_spawn, {slow}"] = measure(spawn, n, SLOW)
+    results["runink clone: network none, back to back"] = measure(ours("none", False), n)
+    results[f"runink clone: none + fresh cgroup, {fast}"] = measure(ours("none", True), n, PAUSE)
+    results[f"runink clone: none + fresh cgroup, {slow}"] = measure(ours("none", True), n, SLOW)
     lau.enable_zygotes(2, ("none", "host"))
     time.sleep(0.2)
-    results[f"posix_spawn, {PAUSE * 1e3:.0f} ms idle between launches"] = measure(
-        lambda: spawn_wait(["/bin/true"]), n, PAUSE
+    results[f"runink zygote: network none, no cgroup, {fast}"] = measure(
+        ours("none", False), n, PAUSE
     )
-    results["runink zygote: network none, idle between"] = measure(ours("none", False), n, PAUSE)
-    results["runink zygote: net host, idle between"] = measure(ours("host", False), n, PAUSE)
-    results["posix_spawn (again, after)"] = measure(lambda: spawn_wait(["/bin/true"]), n)
+    lau.enable_zygotes(2, ("none", "host"), parents)
+    time.sleep(0.2)
+    results[f"runink zygote: none + cgroup (agent), {fast}"] = measure(ours("none", True), n, PAUSE)
+    results[f"runink zygote: none + cgroup (agent), {slow}"] = measure(ours("none", True), n, SLOW)
+    results[f"runink zygote: host + cgroup, {fast}"] = measure(ours("host", True), n, PAUSE)
+    results["runink zygote: none + cgroup, back to back (pool of 2 drains)"] = measure(
+        ours("none", True), n
+    )
     lau.enable_zygotes(0)
+    results["posix_spawn (again, after)"] = measure(spawn, n)
 
 
 def main() -> None:
@@ -161,66 +180,47 @@ def main() -> None:
     parent = f"runink-bench-{os.getpid()}"
     uids = iter(range(250_000, 10**9))
 
+    _cgroups.ensure_parent(layout, parent)
+    limits = _cgroups.Limits(1000, 256 << 20, 64)
+    parents = _cgroups.plan(layout, "", limits, parent)
+
     def ours(
         network: _launcher.NetworkMode, cgroup: bool, netns_path: str | None = None
     ) -> Callable[[], object]:
+        """One launch as the agent makes it; with *cgroup*, into a cgroup of its own with
+        limits (the fork server makes it, or uses the one its zygote waits in)."""
+
         def run() -> object:
-            cg = None
-            procs: tuple[str, ...] = ()
-            if cgroup:
-                cg = _cgroups.SliceCgroup(layout, f"b{next(uids)}", parent)
-                cg.create(_cgroups.Limits(1000, 256 << 20, 64))
-                procs = tuple(cg.procs_files())
             uid = next(uids)
+            plan = _cgroups.plan(layout, f"b{uid}", limits, parent) if cgroup else None
             req = _launcher.LaunchRequest(
                 argv=("/bin/true",), env={}, hostname="bench", uid=uid, gid=uid,
-                cgroup_procs=procs, network=network, netns_path=netns_path,
+                cgroup=plan, network=network, netns_path=netns_path,
             )  # fmt: skip
-            status = lau.wait_sync(lau.launch_sync(req))
+            launched = lau.launch_sync(req)
+            status = lau.wait_sync(launched.pid)
             if status != 0:
                 raise RuntimeError(f"slice exited with status {status}")
+            if launched.cgroup is None:
+                return None
             # The agent removes a slice's cgroup after reporting its exit: off the timed path.
-            return cg.remove if cg is not None else None
+            return _cgroups.SliceCgroup(layout, launched.cgroup, parent).remove
 
         return run
 
     try:
+        quick(lau, ours, parents, results, n)
         if args.quick:
-            quick(lau, ours, results, n)
             report(results)
             return
-        results["runink: user+pid+mnt+uts+ipc, net host"] = measure(ours("host", False), n)
-        results["runink: + netns (network none)"] = measure(ours("none", False), n)
-        results["runink: + netns + fresh cgroup (6 dirs, limits)"] = measure(ours("none", True), n)
-        # Phase 4: pre-cloned slice inits (zygotes) parked by the fork server, refilled after
-        # each reply while the previous step runs.
-        # The server refills the pool only after ZYGOTE_IDLE (2 ms) without work, so
-        # back-to-back launches use zygotes only while the pool lasts: measured both ways.
-        results["runink: network none (clone per launch), idle between"] = measure(
-            ours("none", False), n, PAUSE
-        )
-        lau.enable_zygotes(2, ("none", "host"))
-        time.sleep(0.2)
-        results["runink zygote: network none, back to back"] = measure(ours("none", False), n)
-        results[f"posix_spawn, {PAUSE * 1e3:.0f} ms idle between launches"] = measure(
-            lambda: spawn_wait(["/bin/true"]), n, PAUSE
-        )
-        results["runink zygote: net host, idle between"] = measure(ours("host", False), n, PAUSE)
-        results["runink zygote: network none, idle between"] = measure(
-            ours("none", False), n, PAUSE
-        )
-        results["runink zygote: none + fresh cgroup, idle between"] = measure(
-            ours("none", True), n, PAUSE
-        )
-        lau.enable_zygotes(0)
         # network: isolated joins a netns the pool wired ahead of time; joining costs the same
         # whichever ready netns it is, so one is reused here. The build itself is timed apart.
         pool = _netpool.NetnsPool(1, prefix="rkb")
         built: list[_netpool.Netns] = []
         try:
             ns = pool.build()
-            results["runink: isolated (join a pooled netns with veth)"] = measure(
-                ours("isolated", False, ns.path), n
+            results["runink clone: isolated (pooled netns with veth) + fresh cgroup"] = measure(
+                ours("isolated", True, ns.path), n
             )
             results["netns+veth build (pyroute2; pool refill, off the launch path)"] = measure(
                 lambda: built.append(pool.build()), min(n, 30)
@@ -229,11 +229,7 @@ def main() -> None:
             pool.close()
     finally:
         lau.close()
-        for b in [p / parent for p in layout.v1.values()] + (
-            [layout.unified / parent] if layout.unified else []
-        ):
-            if b.exists():
-                b.rmdir()
+        _cgroups.remove_parent(layout, parent)
     results["unshare CLI (pid,mnt,uts,ipc,net)"] = measure(
         lambda: spawn_wait(
             [

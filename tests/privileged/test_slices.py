@@ -216,7 +216,7 @@ async def test_stop_grace_then_kill_whole_tree(runtime: _runtime.SliceRuntime) -
     )
     await runtime.start(s)
     await wait_for_line(runtime, s.id, "ready")
-    cg = _cgroups.SliceCgroup(runtime.layout, s.id, runtime.cgroup_parent)
+    cg = runtime.cgroup(s.id)
     assert len(cg.pids()) >= 4  # init, sh, two sleeps
     o = await runtime.stop(s.id, grace=0.5)
     assert o.reason == "Stopped"
@@ -339,7 +339,8 @@ async def test_kill_whole_cgroup(runtime: _runtime.SliceRuntime, path: str) -> N
     s = spec("killme", ["sh", "-c", "sleep 100 & sleep 100 & echo ready; wait"])
     await runtime.start(s)
     await wait_for_line(runtime, s.id, "ready")
-    cg = _cgroups.SliceCgroup(runtime.layout, s.id, runtime.cgroup_parent)
+    cg = runtime.cgroup(s.id)
+    name = cg.name
     if path == "cgroup.kill":
         if cg.v2_dir is None:
             pytest.skip("no cgroup2 mount on this host")
@@ -349,9 +350,9 @@ async def test_kill_whole_cgroup(runtime: _runtime.SliceRuntime, path: str) -> N
         assert v2_procs == v1_procs and len(v2_procs) >= 4
     else:
         cg = _cgroups.SliceCgroup(
-            dataclasses.replace(runtime.layout, unified=None), s.id, runtime.cgroup_parent
+            dataclasses.replace(runtime.layout, unified=None), name, runtime.cgroup_parent
         )
     cg.kill()
     o = await runtime.wait(s.id)
     assert o.signal == signal.SIGKILL and o.reason == "Signaled"
-    assert not _cgroups.SliceCgroup(runtime.layout, s.id, runtime.cgroup_parent).exists()
+    assert not _cgroups.SliceCgroup(runtime.layout, name, runtime.cgroup_parent).exists()

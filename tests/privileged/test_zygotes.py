@@ -3,6 +3,7 @@ zygotes never outlive their fork server (clean close, or the server SIGKILLed)."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runink.agent import _launcher
+from runink.agent import _cgroups, _launcher, _runtime
 
 pytestmark = pytest.mark.privileged
 
@@ -54,7 +55,7 @@ def test_launch_uses_a_zygote_and_stays_isolated(shared_dir: Path) -> None:
                 env={"PATH": "/usr/bin:/bin"}, hostname=f"zyg{i}", uid=uid, gid=uid,
                 network="none", stdout=str(o),
             )  # fmt: skip
-            pid = lau.launch_sync(req)
+            pid = lau.launch_sync(req).pid
             assert pid in parked  # no clone on the launch path
             assert lau.wait_sync(pid) == 0
             os.set_blocking(rfd, True)
@@ -106,13 +107,13 @@ def test_step_end_is_reported_once_before_the_init_exits(zygotes: bool) -> None:
                 argv=("/bin/sh", "-c", script), env={"PATH": "/usr/bin:/bin"},
                 hostname="rep", uid=252_000 + i, gid=252_000 + i, network="none",
             )  # fmt: skip
-            pid = lau.launch_sync(req)
+            pid = lau.launch_sync(req).pid
             if zygotes and i == 0:
                 assert pid in parked
             assert lau.wait_sync(pid) == status, script
             assert gone({pid}), "the server did not reap the init"
         # A round trip after the reaps: any second report would have arrived by now.
-        lau.wait_sync(lau.launch_sync(req))
+        lau.wait_sync(lau.launch_sync(req).pid)
         assert lau._exits == {}
     finally:
         lau.close()
@@ -138,7 +139,7 @@ def test_running_slice_inits_stay_small() -> None:
                 argv=("/bin/sleep", "30") if i >= 6 else ("/bin/true",), env={},
                 hostname="mem", uid=253_000 + i, gid=253_000 + i, network="none",
             )  # fmt: skip
-            pid = lau.launch_sync(req)
+            pid = lau.launch_sync(req).pid
             if i < 6:
                 assert lau.wait_sync(pid) == 0
                 wait_children(lau.pid, 2)  # refilled
@@ -151,3 +152,119 @@ def test_running_slice_inits_stay_small() -> None:
             os.kill(pid, signal.SIGKILL)
             lau.wait_sync(pid)
         lau.close()
+
+
+def cgroup_paths(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup as {hierarchy: path} ("" for the cgroup2 one)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        out[ctrls] = path
+    return out
+
+
+def test_zygote_waits_in_its_own_cgroup_and_the_launch_only_writes_limits(
+    cgroup_parent: str,
+) -> None:
+    """A zygote is moved into a cgroup of its own while parked (a move may wait for an RCU grace
+    period); the slice launched from it keeps that cgroup, with the request's limits."""
+    layout = _cgroups.detect()
+    _cgroups.ensure_parent(layout, cgroup_parent)
+    limits = _cgroups.Limits(500, 64 << 20, 16)
+    lau = _launcher.Launcher.start()
+    try:
+        lau.enable_zygotes(2, ("none",), _cgroups.plan(layout, "", limits, cgroup_parent))
+        parked = wait_children(lau.pid, 2)
+        for pid in parked:
+            paths = {cgroup_paths(pid)[c] for c in ("memory", "pids", "")}
+            assert len(paths) == 1, paths  # the same cgroup in every hierarchy we use
+            (path,) = paths
+            parent, name = path.rsplit("/", 1)
+            assert parent == f"/{cgroup_parent}" and name.startswith(lau.zygote_prefix)
+        req = _launcher.LaunchRequest(
+            argv=("/bin/sleep", "30"), env={}, hostname="cg", uid=254_000, gid=254_000,
+            network="none", cgroup=_cgroups.plan(layout, "slice-a", limits, cgroup_parent),
+        )  # fmt: skip
+        launched = lau.launch_sync(req)
+        assert launched.pid in parked
+        assert launched.cgroup is not None and launched.cgroup.startswith(lau.zygote_prefix)
+        assert cgroup_paths(launched.pid)["memory"] == f"/{cgroup_parent}/{launched.cgroup}"
+        cg = _cgroups.SliceCgroup(layout, launched.cgroup, cgroup_parent)
+        if layout.version == "v1":
+            mem = cg.v1_dirs["memory"]
+            assert int((mem / "memory.limit_in_bytes").read_text()) == 64 << 20
+            assert (cg.v1_dirs["pids"] / "pids.max").read_text().strip() == "16"
+            assert (cg.v1_dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
+        assert not _cgroups.SliceCgroup(layout, "slice-a", cgroup_parent).exists()
+        cg.kill()
+        lau.wait_sync(launched.pid)
+        cg.remove()
+        wait_children(lau.pid, 2)  # refilled, each in a new cgroup
+        lau.enable_zygotes(0)
+        lau.launch_sync(dataclasses.replace(req, argv=("/bin/true",), cgroup=None))
+        # Cleared: the server killed, reaped and removed every parked zygote's cgroup.
+        assert _cgroups.list_slices(layout, cgroup_parent) == set()
+    finally:
+        lau.close()
+
+
+@pytest.mark.skipif(
+    _cgroups.detect().unified is None, reason="no cgroup2 mount: nothing to clone into"
+)
+def test_clone_path_starts_the_slice_in_its_cgroup(cgroup_parent: str) -> None:
+    """Without a zygote the server makes the slice's cgroup with its limits and clones the init
+    into it (CLONE_INTO_CGROUP for the cgroup2 part, a move for v1 hierarchies)."""
+    layout = _cgroups.detect()
+    _cgroups.ensure_parent(layout, cgroup_parent)
+    lau = _launcher.Launcher.start()
+    try:
+        req = _launcher.LaunchRequest(
+            argv=("/bin/sleep", "30"), env={}, hostname="cg", uid=254_100, gid=254_100,
+            network="none",
+            cgroup=_cgroups.plan(layout, "slice-b", _cgroups.Limits(pids=8), cgroup_parent),
+        )  # fmt: skip
+        launched = lau.launch_sync(req)
+        assert launched.cgroup == "slice-b"
+        paths = cgroup_paths(launched.pid)
+        assert paths[""] == paths["pids"] == f"/{cgroup_parent}/slice-b"
+        cg = _cgroups.SliceCgroup(layout, "slice-b", cgroup_parent)
+        assert launched.pid in cg.pids()
+        cg.kill()
+        lau.wait_sync(launched.pid)
+        cg.remove()
+    finally:
+        lau.close()
+
+
+async def test_cgroups_of_zygotes_killed_with_their_server_are_swept(
+    cgroup_parent: str, shared_dir: Path
+) -> None:
+    """A SIGKILLed fork server cannot remove its zygotes' cgroups: the next agent's recovery
+    does, and leaves the cgroups of its own fork server's zygotes alone."""
+    layout = _cgroups.detect()
+    _cgroups.ensure_parent(layout, cgroup_parent)
+    lau = _launcher.Launcher.start()
+    try:
+        lau.enable_zygotes(
+            2, ("none",), _cgroups.plan(layout, "", _cgroups.Limits(), cgroup_parent)
+        )
+        parked = wait_children(lau.pid, 2)
+        os.kill(lau.pid, signal.SIGKILL)
+        assert gone(parked)
+    finally:
+        lau.close()
+    left = _cgroups.list_slices(layout, cgroup_parent)
+    assert len(left) == 2 and all(n.startswith(lau.zygote_prefix) for n in left)
+    lau2 = _launcher.Launcher.start()
+    try:
+        rt = _runtime.SliceRuntime(
+            shared_dir / "state", lau2, cgroup_parent=cgroup_parent, netns_pool_size=0
+        )
+        async with rt:
+            wait_children(lau2.pid, 2)
+            assert await rt.recover() == []
+            now = _cgroups.list_slices(layout, cgroup_parent)
+            assert len(now) == 2 and all(n.startswith(lau2.zygote_prefix) for n in now)
+        assert _cgroups.list_slices(layout, cgroup_parent) == set()
+    finally:
+        lau2.close()

@@ -109,10 +109,13 @@ class Agents:
                 p.kill()
                 p.wait()
 
-    def leftovers(self) -> tuple[list[str], list[str]]:
-        """(slice cgroups, netns) still present under the agents' names."""
+    def leftovers(self, parked: bool = True) -> tuple[list[str], list[str]]:
+        """(slice cgroups, netns) still present under the agents' names; without *parked*, not
+        counting the cgroups of the zygotes running agents keep ready."""
         layout = _cgroups.detect()
         cgs = [c for n in self.nodes for c in _cgroups.list_slices(layout, _agent.cgroup_parent(n))]
+        if not parked:
+            cgs = [c for c in cgs if not c.startswith(_cgroups.ZYGOTE_PREFIX)]
         prefixes = tuple(_agent.netns_prefix(n) for n in self.nodes)
         ns = [p.name for p in _netpool.NETNS_DIR.glob("*") if p.name.startswith(prefixes)]
         return cgs, ns
@@ -273,7 +276,7 @@ async def test_killing_the_agent_mid_run_reschedules_the_step_and_the_run_succee
     assert by_attempt[2]["status"]["phase"] == "Succeeded"
 
     async def nothing_left() -> bool:
-        return not _procs_with(token) and agents.leftovers()[0] == []
+        return not _procs_with(token) and agents.leftovers(parked=False)[0] == []
 
     await _until("no orphan process or cgroup", nothing_left, 20)
     agents.stop_all()  # SIGTERM: each agent removes its netns pool
