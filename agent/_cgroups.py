@@ -139,8 +139,9 @@ def limit_writes(layout: Layout, limits: Limits) -> tuple[tuple[int, str, str, b
     )
     if layout.version == "v1":
         index = {c: i for i, c in enumerate(layout.v1)}
+        # A new cgroup's cfs period is the default CFS_PERIOD_US whatever its parent's: the
+        # quota alone sets the share (each write is on the launch path of a zygote).
         if "cpu" in index and quota is not None:
-            out.append((index["cpu"], "cpu.cfs_period_us", str(CFS_PERIOD_US), True))
             out.append((index["cpu"], "cpu.cfs_quota_us", str(quota), True))
         if "memory" in index and limits.memory_bytes is not None:
             mem, value = index["memory"], str(limits.memory_bytes)
@@ -148,7 +149,6 @@ def limit_writes(layout: Layout, limits: Limits) -> tuple[tuple[int, str, str, b
             # Swap off for the slice: memsw (memory+swap) equal to the memory limit, where
             # the kernel accounts swap at all.
             out.append((mem, "memory.memsw.limit_in_bytes", value, False))
-            out.append((mem, "memory.swappiness", "0", False))
         if "pids" in index and limits.pids is not None:
             out.append((index["pids"], "pids.max", str(limits.pids), True))
         return tuple(out)

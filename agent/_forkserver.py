@@ -3,7 +3,8 @@
 Run as a *script* (``python -I -S _forkserver.py FD``) by agent/_launcher.py before the agent
 imports anything heavy, so every clone copies a ~10 MiB process with one thread instead of the
 agent (research/agent.md: fork of a 1 GiB threaded parent costs 40 ms and may deadlock). It imports
-only the standard library and never the ``runink`` package. It reads JSON launch requests from a
+only the standard library and never the ``runink`` package. It reads launch requests (marshal: the
+agent and the server are the same interpreter, and it is ~10x cheaper than JSON here) from a
 SOCK_SEQPACKET socket and answers ``{"id", "pid"}``; it reports every child's raw wait status as
 ``{"op": "exit", "pid", "status"}``. Per slice it raw-clones the slice init (PID 1 of a new pid
 namespace, plus user/mount/uts/ipc/net namespaces), writes uid/gid maps and ``cgroup.procs`` from
@@ -30,6 +31,7 @@ import errno
 import fcntl
 import gc
 import json
+import marshal
 import os
 import platform
 import select
@@ -190,11 +192,18 @@ def _cgroup_writes(dirs: list[str], cg: dict[str, Any]) -> None:
 
 
 def _cgroup_rmdir(dirs: list[str]) -> None:
+    """Remove an emptied cgroup. Right after its last task was reaped a hierarchy may still
+    count it as populated for a moment (EBUSY): retried for up to ~50 ms, then left to the
+    agent's sweep."""
     for d in dirs:
-        try:  # noqa: SIM105 - keep the fork server's imports minimal
-            os.rmdir(d)
-        except OSError:
-            pass  # gone already, or busy: the agent's sweep removes it
+        for _ in range(50):
+            try:
+                os.rmdir(d)
+            except OSError as e:
+                if e.errno == errno.EBUSY:
+                    select.select([], [], [], 0.001)
+                    continue
+            break
 
 
 def _writable_maps(pid: int) -> list[tuple[int, int]]:
@@ -278,6 +287,26 @@ def _report(report_fd: int, code: int, learn: bool = False) -> None:
         pass  # the server is gone (agent restart): the status file says it all
 
 
+_step_pid = 0
+_pending_signals: list[int] = []
+
+
+def _forward(signum: int, _frame: object) -> None:
+    """A slice init's handler: pass the signal on to its step, or hold it until it starts."""
+    if _step_pid:
+        try:  # noqa: SIM105 - keep the fork server's imports minimal
+            os.kill(_step_pid, signum)
+        except ProcessLookupError:
+            pass
+    else:
+        _pending_signals.append(signum)
+
+
+def _forward_signals() -> None:
+    for signum in FORWARDED:
+        signal.signal(signum, _forward)
+
+
 def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int, report_fd: int = -1) -> int:
     """Runs as PID 1 of the slice. Returns the exit code for os._exit.
 
@@ -335,23 +364,12 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int, report_fd: int
     if req.get("cwd"):
         os.chdir(req["cwd"])
 
-    step_pid = 0
-    pending: list[int] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        if step_pid:
-            try:  # noqa: SIM105 - keep the fork server's imports minimal
-                os.kill(step_pid, signum)
-            except ProcessLookupError:
-                pass
-        else:
-            pending.append(signum)
-
-    for fwd in FORWARDED:
-        signal.signal(fwd, forward)
+    global _step_pid
+    if not req.get("_signals_ready"):
+        _forward_signals()
     os.umask(STEP_UMASK)
     try:
-        step_pid = os.posix_spawnp(
+        step_pid = _step_pid = os.posix_spawnp(
             req["argv"][0], req["argv"], req["env"], setsigdef=RESET_IN_STEP, setsigmask=()
         )
     except OSError as e:
@@ -359,7 +377,7 @@ def _slice_init(req: dict[str, Any], sync_r: int, status_fd: int, report_fd: int
         _write_status(status_fd, {"error": f"{e.strerror}: {req['argv'][0]}", "exit": 127})
         _report(report_fd, 127)
         return 127
-    for signum in pending:
+    for signum in _pending_signals:
         os.kill(step_pid, signum)
     # The step owns the log pipes now; our copies would only delay the agent seeing EOF.
     os.dup2(devnull, 1)
@@ -574,6 +592,9 @@ class Zygotes:
         self.ready: dict[str, list[tuple[int, socket.socket]]] = {}
         self.pids: set[int] = set()  # parked (never reported to the agent)
         self.cgroup_of: dict[int, str] = {}  # parked (or failed to release) -> its cgroup
+        # uid_map and gid_map of each parked zygote, opened while it waits: a launch only
+        # writes them (open() of a /proc/PID file was half of the ~140 us the maps took).
+        self.map_fds: dict[int, tuple[int, int]] = {}
         # Pages a released init wrote (`hot_pages`), learnt from the first LEARN releases of
         # zygotes made without it (`unlearnt`); later zygotes copy them ahead (`prefault`).
         self.hot: list[tuple[int, int]] | None = None
@@ -613,14 +634,26 @@ class Zygotes:
         ns = req["ns"]
         return all(ns.get(k) for k in NS_ALL) and req.get("net", "host") in self.kinds
 
+    def fds(self) -> list[int]:
+        """The server's fds for parked zygotes (sockets, map files): no slice init keeps them."""
+        out = [z.fileno() for pool in self.ready.values() for _, z in pool]
+        for uid_fd, gid_fd in self.map_fds.values():
+            out += (uid_fd, gid_fd)
+        return out
+
     def take(self, net: str) -> tuple[int, socket.socket, str | None] | None:
-        """A parked zygote for *net* and the name of its cgroup, now the caller's."""
+        """A parked zygote for *net* and the name of its cgroup, now the caller's; its map
+        files are in `map_fds` until `release_maps`."""
         pool = self.ready.get(net)
         if not pool:
             return None
         pid, zsock = pool.pop(0)  # the oldest: most likely done with its own set-up
         self.pids.discard(pid)
         return pid, zsock, self.cgroup_of.pop(pid, None)
+
+    def release_maps(self, pid: int) -> None:
+        for fd in self.map_fds.pop(pid, ()):
+            os.close(fd)
 
     def failed(self, zyg: tuple[int, socket.socket, str | None]) -> None:
         """A zygote that could not be released (and was killed): reaped and removed as parked."""
@@ -631,6 +664,7 @@ class Zygotes:
     def dead(self, pid: int) -> None:
         """A parked zygote was reaped: forget it and remove its (now empty) cgroup."""
         self.pids.discard(pid)
+        self.release_maps(pid)
         for pool in self.ready.values():
             pool[:] = [z for z in pool if z[0] != pid]
         name = self.cgroup_of.pop(pid, None)
@@ -691,13 +725,10 @@ class Zygotes:
             try:
                 ctypes.pythonapi.PyOS_AfterFork_Child()
                 signal.set_wakeup_fd(-1)
-                for fd in close_in_child:
+                for fd in (*close_in_child, *self.fds()):
                     os.close(fd)
                 if cgroup_fd >= 0:
                     os.close(cgroup_fd)
-                for pool in self.ready.values():
-                    for _, other in pool:
-                        other.close()
                 ours.close()
                 code = _zygote(theirs, net, self.hot)
             except BaseException as e:  # noqa: BLE001 - the child must never return into the server
@@ -712,6 +743,10 @@ class Zygotes:
         if name is not None:
             self.cgroup_of[pid] = name
         try:
+            self.map_fds[pid] = (
+                os.open(f"/proc/{pid}/uid_map", os.O_WRONLY | os.O_CLOEXEC),
+                os.open(f"/proc/{pid}/gid_map", os.O_WRONLY | os.O_CLOEXEC),
+            )
             # Moved while parked, off the launch path (the move may wait for a grace period).
             for i, d in enumerate(dirs):
                 if not (joined_v2 and i == self.cgroup["v2"]):  # type: ignore[index]
@@ -753,24 +788,29 @@ def _zygote(sock: socket.socket, net: str, hot: list[tuple[int, int]] | None) ->
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     if net == "none":
         _lo_up()
+    _forward_signals()  # a signal while parked is held for the step, as in a cloned init
     if hot is not None:
         prefault(hot)
     try:
-        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 22, 64)
+        data = sock.recv(1 << 22)
     except OSError:
         return 0
     if not data:
         return 0  # the server went away or cleared the pool
     libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+    req = marshal.loads(data)
+    # The server writes our maps and cgroup limits meanwhile; "go" brings the fds.
+    go, fds, _flags, _addr = socket.recv_fds(sock, 16, 64)
+    if go != b"g":
+        return 0  # the server failed to set us up (it kills us) or went away
     for fd in fds:
         os.set_inheritable(fd, False)  # only dup2'd stdout/stderr reach the step
-    req = json.loads(data)
     out_w, _out_keep, err_w, _err_keep = fds[:4]
     rest = fds[4:]
     status_fd = rest.pop(0) if req.get("_has_status") else -1
     req["_stdout_fd"], req["_stderr_fd"] = out_w, err_w
     req["_bind_fds"] = list(zip(rest, [b["dst"] for b in req.get("binds") or []], strict=True))
-    req["_lo_ready"] = True
+    req["_lo_ready"] = req["_signals_ready"] = True
     # The socket stays open: the step's end is reported on it (`_report`).
     return _slice_init(req, -1, status_fd, sock.fileno())
 
@@ -802,8 +842,10 @@ def launch_zygote(
     req: dict[str, Any],
     zyg: tuple[int, socket.socket, str | None],
     parked_in: dict[str, Any] | None,
+    map_fds: tuple[int, int] | None = None,
 ) -> int:
-    """Release a parked zygote with *req*: maps, cgroup limits, then the request and its fds.
+    """Release a parked zygote with *req*: the request, then (while the zygote wakes up and
+    reads it) its maps, cgroup limits and fds, then "go" with the fds.
 
     A zygote parked in a cgroup under the request's bases (*parked_in*) keeps it: only the
     limits are written. Otherwise it moves into a cgroup made for the request (slower: a move).
@@ -812,7 +854,13 @@ def launch_zygote(
     opened: list[int] = []
     try:
         uid, gid = int(req["uid"]), int(req["gid"])
-        _write_maps(pid, uid, gid)
+        req["_has_status"] = bool(req.get("status_path"))
+        zsock.send(marshal.dumps(req))
+        if map_fds is not None:
+            os.write(map_fds[0], f"0 {uid} 1\n".encode())
+            os.write(map_fds[1], f"0 {gid} 1\n".encode())
+        else:
+            _write_maps(pid, uid, gid)
         cg = req.get("cgroup")
         if parked_cgroup is not None and parked_in is not None:
             if cg and cg["bases"] != parked_in["bases"]:
@@ -830,10 +878,9 @@ def launch_zygote(
             opened += _open_log(path)
         if req.get("status_path"):
             opened.append(os.open(req["status_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-            req["_has_status"] = True
         for bind in req.get("binds") or []:
             opened.append(open_tree(bind["src"], bool(bind.get("ro", True))))
-        socket.send_fds(zsock, [json.dumps(req).encode()], opened)
+        socket.send_fds(zsock, [b"g"], opened)
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         zsock.close()
@@ -868,15 +915,14 @@ def serve(sock: socket.socket) -> None:
 
     def server_fds() -> list[int]:
         """The server's own fds, which every slice init closes first."""
-        parked = [z.fileno() for pool in zygotes.ready.values() for _, z in pool]
-        return [sock.fileno(), wake_r, wake_w, host_netns, *reports, *parked]
+        return [sock.fileno(), wake_r, wake_w, host_netns, *reports, *zygotes.fds()]
 
     def inherited() -> list[int]:
-        """What a new zygote closes (it closes the parked ones' sockets itself)."""
+        """What a new zygote closes (it closes the parked ones' fds itself)."""
         return [sock.fileno(), wake_r, wake_w, host_netns, *reports, *spare]
 
     def send(msg: dict[str, Any]) -> None:
-        sock.send(json.dumps(msg).encode())
+        sock.send(marshal.dumps(msg))
 
     def forget_report(fd: int) -> int:
         pid, owner = reports.pop(fd)
@@ -962,7 +1008,7 @@ def serve(sock: socket.socket) -> None:
                 # restarted agent re-attaches through its state dir and a new fork server.
                 zygotes.clear()
                 return
-            req = json.loads(data)
+            req = marshal.loads(data)
             if req.get("op") == "zygotes":
                 zygotes.configure(req, inherited())
                 continue
@@ -974,7 +1020,11 @@ def serve(sock: socket.socket) -> None:
                         zygotes.unlearning.add(zyg[0])
                     zygotes.unlearnt.discard(zyg[0])
                     try:
-                        pid = launch_zygote(req, zyg, zygotes.cgroup)
+                        maps = zygotes.map_fds.get(zyg[0])
+                        try:
+                            pid = launch_zygote(req, zyg, zygotes.cgroup, maps)
+                        finally:
+                            zygotes.release_maps(zyg[0])
                         report_fd, owner = zyg[1].fileno(), zyg[1]
                     except OSError:
                         zygotes.failed(zyg)  # killed: its exit is not the agent's business

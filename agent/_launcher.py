@@ -13,7 +13,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import json
+import marshal
 import os
 import secrets
 import socket
@@ -88,7 +88,7 @@ class LaunchRequest:
                 "ipc": self.ipc_ns,
             },
         }
-        return json.dumps(msg).encode()
+        return marshal.dumps(msg)
 
 
 class Launched(NamedTuple):
@@ -152,7 +152,7 @@ class Launcher:
         data = self._sock.recv(1 << 16)
         if not data:
             raise LaunchError(0, "the fork server exited")
-        self._dispatch(json.loads(data))
+        self._dispatch(marshal.loads(data))
 
     @staticmethod
     def _launched(reply: dict[str, Any]) -> Launched:
@@ -175,7 +175,7 @@ class Launcher:
         if cgroup is not None:
             cg = {"bases": list(cgroup.bases), "v2": cgroup.v2, "prefix": self.zygote_prefix}
         msg = {"op": "zygotes", "size": size, "kinds": list(kinds), "cgroup": cg}
-        self._sock.send(json.dumps(msg).encode())
+        self._sock.send(marshal.dumps(msg))
 
     def launch_sync(self, req: LaunchRequest) -> Launched:
         rid = next(self._ids)
@@ -218,7 +218,7 @@ class Launcher:
                     if not fut.done():
                         fut.set_exception(err)
                 return
-            self._dispatch(json.loads(data))
+            self._dispatch(marshal.loads(data))
 
     async def launch(self, req: LaunchRequest) -> Launched:
         """Start a slice: the host pid of its init (PID 1 of its pid namespace), its cgroup."""

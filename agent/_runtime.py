@@ -410,7 +410,7 @@ class SliceRuntime:
         self.netns_pool = netns_pool
         self._pool_task: asyncio.Task[None] | None = None
         self.log_forwarder = log_forwarder
-        # Pre-cloned inits for `network: none` slices, kept by the fork server (see there).
+        # Pre-cloned inits per network mode (none, host), kept by the fork server (see there).
         self.zygotes = zygotes
         self._forward_task: asyncio.Task[None] | None = None
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -432,8 +432,9 @@ class SliceRuntime:
         await self._tg.__aenter__()
         if self.zygotes > 0:
             # Each waits in a cgroup of its own: a launch from one writes limits, moves nothing.
+            # `network: isolated` slices clone (their netns is the pool's, owned by the host).
             parents = _cgroups.plan(self.layout, "", _cgroups.Limits(), self.cgroup_parent)
-            self.launcher.enable_zygotes(self.zygotes, ("none",), parents)
+            self.launcher.enable_zygotes(self.zygotes, ("none", "host"), parents)
         if self.netns_pool is not None:
             self._pool_task = self._tg.create_task(self.netns_pool.run())
         if self.log_forwarder is not None:
