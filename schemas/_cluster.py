@@ -107,6 +107,21 @@ class NodeAddress(_base.Model):
     """The address itself."""
 
 
+class DaemonEndpoint(_base.Model):
+    """A port the agent serves on, at the node's address (``status.addresses``)."""
+
+    port: int = pydantic.Field(ge=1, le=65535)
+    """TCP port."""
+
+
+class NodeDaemonEndpoints(_base.Model):
+    """Endpoints the agent serves for the control plane (as the kubelet's daemonEndpoints)."""
+
+    logs: DaemonEndpoint | None = None
+    """Slice logs, gRPC over mutual TLS: only the API server's agent-client certificate is
+    accepted, and the agent's serving certificate names ``<node>.nodes.runink.internal``."""
+
+
 class Gpu(_base.Model):
     """One GPU device on the node."""
 
@@ -134,7 +149,10 @@ class NodeStatus(_base.Model):
     lease_duration_seconds: _base.PosInt = 40
     """The node is NotReady when no heartbeat arrived for this long."""
     addresses: list[NodeAddress] = []
-    """How to reach the agent."""
+    """How to reach the agent (the API server dials the first InternalIP, else ExternalIP, else
+    Hostname)."""
+    daemon_endpoints: NodeDaemonEndpoints = NodeDaemonEndpoints()
+    """Ports the agent serves on, at those addresses (the slice log endpoint)."""
     agent_version: str | None = None
     """Runink version of the agent."""
     gpus: list[Gpu] = []
