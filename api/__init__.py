@@ -6,6 +6,7 @@ its typed async client, which has the Barn's method names so callers can use eit
         await client.apply(obj, "my-manager")
 """
 
+from runink.api._agentlogs import AgentLogServer
 from runink.api._auth import (
     AllowAll,
     AuthChain,
@@ -28,6 +29,7 @@ from runink.api._tls import ClusterPKI, KeyPair, ensure_cluster_pki, issue
 from runink.api._tokens import OIDCConfig
 
 __all__ = [
+    "AgentLogServer",
     "AllowAll",
     "ApiServer",
     "AuthChain",

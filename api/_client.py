@@ -54,6 +54,7 @@ class Client:
         token: str | None = None,
     ) -> None:
         self.target = target
+        self.ca_pem = ca_pem
         self.herd = herd
         self.field_manager = field_manager
         self.timeout = timeout
@@ -328,6 +329,17 @@ class Client:
         return await self._call(
             _wire.BOOTSTRAP_SERVICE, "SignNodeCSR", {"csr": csr_pem.decode(), "nodeName": node_name}
         )
+
+    async def node_serving_certificate(self, node_name: str) -> _tls.KeyPair:
+        """(Agents) a fresh key and a serving certificate for this node's log endpoint, signed
+        by the cluster CA for ``<node>.nodes.runink.internal``; the key never leaves this host."""
+        csr_pem, key_pem = _tls.make_csr(f"system:node:{node_name}", ("system:nodes",))
+        resp = await self._call(
+            _wire.BOOTSTRAP_SERVICE,
+            "SignNodeServingCSR",
+            {"csr": csr_pem.decode(), "nodeName": node_name},
+        )
+        return _tls.KeyPair(str(resp["certificate"]).encode(), key_pem)
 
     async def version(self) -> Obj:
         return await self._call(_wire.SERVICE, "Version", {})

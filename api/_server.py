@@ -29,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import grpc
 
@@ -37,6 +37,7 @@ import runink
 from runink import schemas
 from runink.api import (
     _admission,
+    _agentlogs,
     _apikeys,
     _apply,
     _audit,
@@ -61,12 +62,7 @@ DEFAULT_MANAGER = "runink-client"
 _RETRIES = 8
 
 
-class LogSource(Protocol):
-    """Where ``runink logs`` bytes come from; the node agent plugs its implementation in."""
-
-    def read(
-        self, herd: str, slice: str, *, follow: bool, tail: int | None
-    ) -> AsyncIterator[bytes]: ...
+LogSource = _agentlogs.LogSource
 
 
 def _now() -> str:
@@ -373,6 +369,11 @@ class ApiServer:
     ``token_port`` (None: none) opens a second, server-TLS-only listener for clients without a
     certificate (OIDC users, API keys, service-account tokens, node bootstrap): grpcio cannot ask
     for an optional client certificate, so certificate and bearer clients use separate ports.
+
+    ``runink logs``: ``log_source`` serves the slices of ``local_node`` (this host's agent, read
+    from its state dir); given ``agent_client`` (the ``agent-client`` pair of the cluster PKI),
+    the logs of a slice bound to any other node are proxied from that node's agent
+    (`_agentlogs`). Without ``agent_client``, ``log_source`` serves every slice (as before).
     """
 
     def __init__(
@@ -391,6 +392,8 @@ class ApiServer:
         ca_pair: _tls.KeyPair | None = None,
         token_port: int | None = None,
         governance: _governance.GovernanceService | None = None,
+        local_node: str | None = None,
+        agent_client: _tls.KeyPair | None = None,
     ) -> None:
         self.handlers = Handlers(barn, bookmark_interval=bookmark_interval)
         self.governance = governance
@@ -413,6 +416,8 @@ class ApiServer:
         )
         self.authorizer: _auth.Authorizer = authorizer or self.security.rbac
         self.log_source = log_source
+        self.local_node = local_node
+        self.agent_client = agent_client
         self.bootstrap_token: str | None = None
         self._server: grpc.aio.Server | None = None
         self._background: asyncio.Task[None] | None = None
@@ -643,17 +648,65 @@ class ApiServer:
             yield _wire.encode(_security.present(ev))
 
     async def _logs(self, identity: _auth.Identity, req: Obj, call: _Call) -> AsyncIterator[bytes]:
-        await self._authz(identity, call, "get", "Slice/log", req.get("herd"), req.get("slice"))
-        if self.log_source is None:
-            raise errors.Unavailable("no log source: the node agent is not running here")
+        herd, name = str(req.get("herd") or ""), str(req.get("slice") or "")
+        await self._authz(identity, call, "get", "Slice/log", herd, name)
         tail = req.get("tail")
-        async for chunk in self.log_source.read(
-            str(req.get("herd", "")),
-            str(req.get("slice", "")),
-            follow=bool(req.get("follow")),
-            tail=int(tail) if tail is not None else None,
-        ):
-            yield chunk
+        follow, n = bool(req.get("follow")), int(tail) if tail is not None else None
+        node = await self._log_node(herd, name)
+        if node is not None:
+            assert self.agent_client is not None
+            target = await self._log_target(node, herd, name)
+            source = _agentlogs.read_remote(
+                target,
+                node,
+                ca_pem=self.ca_pem,
+                client=self.agent_client,
+                herd=herd,
+                slice=name,
+                follow=follow,
+                tail=n,
+            )
+        elif self.log_source is None:
+            raise errors.Unavailable("no log source: the node agent is not running here")
+        else:
+            source = self.log_source.read(herd, name, follow=follow, tail=n)
+        try:
+            async for chunk in source:
+                yield chunk
+        finally:
+            # Now, not at garbage collection: a cancelled client stream cancels the agent's.
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _log_node(self, herd: str, name: str) -> str | None:
+        """The node to proxy a slice's logs from; None for the local log source (this host's
+        agent, a slice not bound yet or not found, or no agent client certificate)."""
+        if self.agent_client is None:
+            return None
+        try:
+            obj = await self.handlers.barn.get("Slice", name, herd)
+        except errors.NotFound:
+            return None
+        node = (obj.get("spec") or {}).get("nodeName")
+        return str(node) if node and node != self.local_node else None
+
+    async def _log_target(self, node: str, herd: str, name: str) -> str:
+        try:
+            obj = await self.handlers.barn.get("Node", node)
+        except errors.NotFound:
+            raise errors.Unavailable(
+                f'slice {herd}/{name} ran on node "{node}", which is no longer registered: '
+                "its logs went with it"
+            ) from None
+        target = _agentlogs.node_log_target(obj)
+        if target is None:
+            raise errors.Unavailable(
+                f'node "{node}" publishes no log endpoint (status.daemonEndpoints.logs and '
+                f"status.addresses): its agent is older or not running; restart `runink agent "
+                f"--node-name {node}` (it serves logs on --log-port) and retry"
+            )
+        return target
 
     # -- auth RPCs ------------------------------------------------------------------------------
     async def _whoami(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
@@ -798,6 +851,35 @@ class ApiServer:
                 str(req.get("csr") or "").encode(),
                 f"system:node:{node}",
                 organizations=(_rbac.NODES_GROUP,),
+            )
+        except ValueError as e:
+            raise errors.Invalid(str(e)) from None
+        call.decision = "allow"
+        return {"certificate": cert.decode(), "caCertificate": self.ca_pem.decode()}
+
+    async def _sign_node_serving_csr(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
+        """A serving certificate for a node's log endpoint (as the kubelet-serving signer): only
+        for the caller's own node (or an admin), naming `_tls.node_serving_name` and nothing else."""
+        node = str(req.get("nodeName") or "")
+        call.verb, call.kind, call.name = "create", "certificatesigningrequests/serving", node
+        if not _NODE_NAME.fullmatch(node):
+            raise errors.Invalid(f"nodeName {node!r} is not a DNS label")
+        if not (
+            _security.subject_of(identity).node == node or _rbac.MASTERS_GROUP in identity.groups
+        ):
+            raise errors.Forbidden(
+                f"{identity.user} may not get a serving certificate for node {node!r}: only its "
+                f"agent (system:node:{node}) or an admin may"
+            )
+        if self.ca_pair is None:
+            raise errors.Unavailable("this API server has no CA key; it cannot sign certificates")
+        try:
+            cert = _tls.sign_csr(
+                self.ca_pair,
+                str(req.get("csr") or "").encode(),
+                f"system:node:{node}",
+                organizations=(_rbac.NODES_GROUP,),
+                serving_name=_tls.node_serving_name(node),
             )
         except ValueError as e:
             raise errors.Invalid(str(e)) from None
@@ -1016,7 +1098,12 @@ class ApiServer:
             grpc.method_handlers_generic_handler(_wire.AUTH_SERVICE, auth),
             grpc.method_handlers_generic_handler(
                 _wire.BOOTSTRAP_SERVICE,
-                {"SignNodeCSR": self._rpc("SignNodeCSR", self._sign_node_csr)},
+                {
+                    "SignNodeCSR": self._rpc("SignNodeCSR", self._sign_node_csr),
+                    "SignNodeServingCSR": self._rpc(
+                        "SignNodeServingCSR", self._sign_node_serving_csr
+                    ),
+                },
             ),
         ]
         if self.governance is not None:

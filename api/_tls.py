@@ -5,6 +5,12 @@
 certificate (CN=admin, O=system:masters); later starts load the same files, so client configs written
 earlier stay valid. The API server then requires and verifies client certificates (mTLS) against the
 CA: a certificate the cluster did not issue is refused in the TLS handshake.
+
+Agents' slice-log endpoints (``api/_agentlogs.py``) use the same CA both ways, as the kubelet and
+the kube-apiserver do: the API server presents ``agent-client`` (CN=`AGENT_CLIENT_CN`, no group:
+it can do nothing at the API itself), the only client an agent accepts; an agent serves with a
+certificate the API signed for its node alone (`sign_csr` with *serving_name*), whose only name
+is `node_serving_name` (``<node>.nodes.runink.internal``), which the API server checks.
 """
 
 from __future__ import annotations
@@ -30,13 +36,26 @@ class KeyPair:
     key_pem: bytes
 
 
+AGENT_CLIENT_CN = "runink-apiserver-agent-client"
+"""The API server's identity towards agents (their log endpoints accept no other client)."""
+NODE_SERVING_DOMAIN = "nodes.runink.internal"
+
+
+def node_serving_name(node_name: str) -> str:
+    """The one DNS name in node *node_name*'s serving certificate, which the API server checks
+    (not resolved: several nodes may share an IP, a name pins the node)."""
+    return f"{node_name}.{NODE_SERVING_DOMAIN}"
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterPKI:
-    """What the server needs (CA, its own pair) and the admin identity it hands to ``runink up``."""
+    """What the server needs (CA, its own pair) and the admin identity it hands to ``runink up``;
+    ``agent_client`` is the API server's client certificate towards agents' log endpoints."""
 
     ca: KeyPair
     server: KeyPair
     admin: KeyPair
+    agent_client: KeyPair
 
 
 def _now() -> datetime.datetime:
@@ -138,9 +157,12 @@ def sign_csr(
     *,
     organizations: tuple[str, ...],
     days: int = 365,
+    serving_name: str | None = None,
 ) -> bytes:
     """A client certificate for the CSR's public key with the subject WE choose (the CSR's own
-    subject is ignored: a bootstrap token may only ever obtain ``common_name``)."""
+    subject is ignored: a bootstrap token may only ever obtain ``common_name``). With
+    *serving_name*, a serving certificate instead (server auth only) whose only name is that DNS
+    name (the CSR's SANs are ignored too)."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError as e:
@@ -154,7 +176,10 @@ def sign_csr(
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     now = _now()
-    cert = (
+    usage = (
+        ExtendedKeyUsageOID.CLIENT_AUTH if serving_name is None else ExtendedKeyUsageOID.SERVER_AUTH
+    )
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(attrs))
         .issuer_name(ca_cert.subject)
@@ -163,10 +188,13 @@ def sign_csr(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    if serving_name is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(serving_name)]), critical=False
+        )
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 def make_csr(common_name: str, organizations: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
@@ -201,7 +229,8 @@ def _load_or_create(directory: Path, stem: str, make: object) -> KeyPair:
 
 
 def ensure_cluster_pki(directory: Path) -> ClusterPKI:
-    """Load the PKI under ``directory`` (``ca``, ``server``, ``admin`` .crt/.key), creating what is missing."""
+    """Load the PKI under ``directory`` (``ca``, ``server``, ``admin``, ``agent-client``
+    .crt/.key), creating what is missing."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca = _load_or_create(directory, "ca", create_ca)
     names = ("127.0.0.1", "localhost", "::1", socket.gethostname())
@@ -213,15 +242,20 @@ def ensure_cluster_pki(directory: Path) -> ClusterPKI:
     admin = _load_or_create(
         directory, "admin", lambda: issue(ca, "admin", organizations=("system:masters",))
     )
-    return ClusterPKI(ca=ca, server=server, admin=admin)
+    # No organization: at the API server it is a user with no permission at all.
+    agent_client = _load_or_create(directory, "agent-client", lambda: issue(ca, AGENT_CLIENT_CN))
+    return ClusterPKI(ca=ca, server=server, admin=admin, agent_client=agent_client)
 
 
 __all__ = [
+    "AGENT_CLIENT_CN",
+    "NODE_SERVING_DOMAIN",
     "ClusterPKI",
     "KeyPair",
     "create_ca",
     "ensure_cluster_pki",
     "issue",
     "make_csr",
+    "node_serving_name",
     "sign_csr",
 ]
