@@ -95,6 +95,11 @@ class AgentConfig:
     """Seconds a finished slice's state and log dir stay on disk while its Slice object exists."""
     housekeeping_interval: float = 300.0
     """How often finished slices' dirs are checked against the Slices that still exist."""
+    addresses: list[dict[str, str]] = field(default_factory=list)
+    """Node ``status.addresses`` (``{"type": "InternalIP", "address": ...}``): how the API server
+    reaches this agent's endpoints."""
+    log_port: int | None = None
+    """The port of this agent's slice log endpoint (``status.daemonEndpoints.logs.port``)."""
 
 
 def _now() -> str:
@@ -300,6 +305,9 @@ class Agent:
             "heartbeatTime": _now(),
             "leaseDurationSeconds": c.lease_duration,
             "conditions": _ready(node),
+            # Where this agent serves logs now (an old port from a previous process is dropped).
+            "addresses": list(c.addresses),
+            "daemonEndpoints": {"logs": {"port": c.log_port}} if c.log_port else {},
         }
         node["metadata"].pop("resourceVersion", None)  # the agent owns its Node's status: no CAS
         return await self.client.update_status({**node, "status": status})

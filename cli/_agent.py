@@ -3,7 +3,11 @@
 The composition root for one node: it starts the fork server first (agent.Launcher), then runs
 `runink.agent.run_agent` with `runink.api.Client` as the agent's Client (TLS, the credentials of
 the client config context, or ``--server`` to point it elsewhere) and Secrets revealed through the
-API. `runink up` runs the same agent in-process instead (cli/_up.py). Wiring in cli/_app.py:
+API. It also serves the node's slice logs to the API server (`runink.api.AgentLogServer` over the
+agent's `SliceLogSource`, mutual TLS with a serving certificate the API signs for this node at
+every start) on ``--log-address:--log-port`` and publishes that in its Node (``status.addresses``,
+``status.daemonEndpoints.logs``), so ``runink logs`` reaches slices run here. `runink up` runs the
+same agent in-process instead (cli/_up.py), whose logs the API reads locally. Wiring in cli/_app.py:
 ``from runink.cli import _agent`` and ``_agent.add_parser(sub)`` in `build_parser`.
 """
 
@@ -11,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
+import ipaddress
 import os
 import signal
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +84,45 @@ def make_client(args: argparse.Namespace) -> api.Client:
     return api.Client.from_context(context, base, field_manager=f"agent:{args.node_name}")
 
 
+def _api_host(target: str) -> str:
+    """The first host of an API target (``h:p``, ``ipv4:h1:p1,h2:p2``, ``[::1]:p``)."""
+    first = target.split(":", 1)[1] if target.startswith(("ipv4:", "ipv6:", "dns:")) else target
+    first = first.lstrip("/").split(",", 1)[0]
+    return first.rsplit(":", 1)[0].strip("[]")
+
+
+def advertise_address(bind: str, explicit: str | None, api_target: str) -> str:
+    """The address the API server should dial for this agent's endpoints: *explicit*, else the
+    bind address when it is a specific one, else this host's address on the route to the API
+    server (a connected UDP socket sends nothing), else the host name."""
+    if explicit:
+        return explicit
+    try:
+        if not ipaddress.ip_address(bind).is_unspecified:
+            return bind
+    except ValueError:
+        return bind  # a host name
+    host = _api_host(api_target)
+    try:
+        info = socket.getaddrinfo(host, 1, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(info[0], socket.SOCK_DGRAM) as s:
+            s.connect(info[4])
+            return str(s.getsockname()[0])
+    except OSError:
+        return socket.gethostname()
+
+
+def node_addresses(address: str) -> list[dict[str, str]]:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return [{"type": "Hostname", "address": address}]
+    return [
+        {"type": "InternalIP", "address": address},
+        {"type": "Hostname", "address": socket.gethostname()},
+    ]
+
+
 async def run(args: argparse.Namespace, say: Any = print) -> int:
     if os.geteuid() != 0:
         raise errors.Forbidden(
@@ -103,7 +150,16 @@ async def run(args: argparse.Namespace, say: Any = print) -> int:
     # The fork server first: a small fresh interpreter, started before the agent gets busy.
     launcher = await asyncio.to_thread(agent.Launcher.start)
     try:
-        async with make_client(args) as client:
+        async with make_client(args) as client, _log_server(args, client, say) as logs:
+            if logs is not None:
+                address = advertise_address(args.log_address, args.advertise_address, client.target)
+                config = dataclasses.replace(
+                    config, addresses=node_addresses(address), log_port=logs.port
+                )
+                say(
+                    f"runink agent {args.node_name}: logs served to the API server on "
+                    f"{args.log_address}:{logs.port} (advertised as {address})"
+                )
 
             async def reveal(herd: str, name: str) -> dict[str, bytes]:
                 return await client.reveal(herd, name)
@@ -143,6 +199,37 @@ async def run(args: argparse.Namespace, say: Any = print) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def _log_server(
+    args: argparse.Namespace, client: api.Client, say: Any
+) -> AsyncIterator[api.AgentLogServer | None]:
+    """This node's log endpoint (None with ``--log-port -1``): a serving certificate for this
+    node from the API server (a fresh key, in memory only), then `api.AgentLogServer`."""
+    if args.log_port < 0:
+        yield None
+        return
+    if client.ca_pem is None:
+        raise errors.Invalid("the client config context has no certificate authority")
+    try:
+        serving = await client.node_serving_certificate(args.node_name)
+    except errors.RuninkError as e:
+        # Slices still run; only `runink logs` cannot reach them (the API server says so).
+        say(
+            f"warning: no serving certificate for the log endpoint ({e.reason}: "
+            f"{e.message.splitlines()[0]}); slice logs of this node are not served"
+        )
+        yield None
+        return
+    async with api.AgentLogServer(
+        agent.SliceLogSource.for_state_dir(args.state_dir),
+        ca_pem=client.ca_pem,
+        serving=serving,
+        host=args.log_address,
+        port=args.log_port,
+    ) as server:
+        yield server
+
+
 async def cmd_agent(ctx: _app.Ctx) -> int:
     def say(text: str) -> None:
         ctx.streams.write(text + "\n")
@@ -166,6 +253,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     p.add_argument("--server", help="API server host:port (default: the config context's)")
+    p.add_argument(
+        "--log-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve slice logs to the API server on this port, mutual TLS (default 0: any free"
+        " port, published in the Node; -1: do not serve, `runink logs` cannot reach this node)",
+    )
+    p.add_argument(
+        "--log-address",
+        default="0.0.0.0",
+        metavar="ADDRESS",
+        help="bind address of the log endpoint (default 0.0.0.0)",
+    )
+    p.add_argument(
+        "--advertise-address",
+        metavar="ADDRESS",
+        help="the address the API server dials for this node's endpoints (default: the bind"
+        " address, or this host's address on the route to the API server)",
+    )
     p.add_argument(
         "--cgroup-parent",
         help="cgroup under which slice cgroups are made (default runink-<node-name>)",

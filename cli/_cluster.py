@@ -149,6 +149,8 @@ async def _serve_api(
         security=api.SecurityConfig(data_dir=shared),
         ca_pair=pki.ca,
         token_port=args.port + 2 if args.port else 0,
+        # No local agent: `runink logs` is proxied from the slice's node (mutual TLS).
+        agent_client=pki.agent_client,
     )
     bound = await server.start()
     try:

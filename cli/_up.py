@@ -5,7 +5,7 @@ API server on 127.0.0.1, writes the admin context into the client config, then r
 ``Component`` (an async callable that runs until cancelled) in one TaskGroup until Ctrl-C/SIGTERM.
 The controller manager and the local agent plug in as one line each in ``components()``.
 
-    data dir/  lock  pki/{ca,server,admin}.{crt,key}  barn/ (LMDB)  up.log (when --detach)
+    data dir/  lock  pki/{ca,server,admin,agent-client}.{crt,key}  barn/ (LMDB)  up.log (--detach)
                governance/{lineage,annotations}/ (LMDB, beside the Barn)  lineage/events.jsonl
 
 Governance: the run controller's OpenLineage events go to `GovernanceLineageSink`, which ingests
@@ -241,6 +241,9 @@ def node_name() -> str:
     return name or "local"
 
 
+_host_node_name = node_name  # `serve` has a parameter of that name
+
+
 async def run_local_agent(cluster: Cluster) -> None:
     """The node agent for this host: registers a Node and runs the Slices bound to it."""
     launcher = await asyncio.to_thread(agent.Launcher.start)
@@ -436,6 +439,8 @@ async def serve(
         for info in plugins:
             if not info.ok:
                 say(f"warning: plugin {info.name} failed to load: {info.error}")
+        comps = components() if with_components is None else with_components
+        local_agent = any(name == "agent" for name, _ in comps)
         server = api.ApiServer(
             barn,
             ca_pem=pki.ca.cert_pem,
@@ -445,8 +450,11 @@ async def serve(
             # the data dir; the token port (bearer clients: OIDC, API keys, bootstrap) is port+2.
             security=api.SecurityConfig(data_dir=data_dir),
             ca_pair=pki.ca,
-            # `runink logs`: slice logs written by this host's agent.
+            # `runink logs`: slices of this host's agent are read from its state dir, the others
+            # are proxied from their node's agent (mutual TLS, the agent-client certificate).
             log_source=agent.SliceLogSource.for_state_dir(data_dir / "agent"),
+            local_node=(node_name or _host_node_name()) if local_agent else None,
+            agent_client=pki.agent_client,
             token_port=port + 2 if port else 0,
             governance=_governance.GovernanceService(lineage, annotations),
         )
@@ -479,9 +487,7 @@ async def serve(
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(supervise(name, component, cluster, say), name=name)
-                    for name, component in (
-                        components() if with_components is None else with_components
-                    )
+                    for name, component in comps
                 ]
                 try:
                     yield cluster

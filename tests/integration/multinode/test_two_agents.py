@@ -7,6 +7,10 @@ controller can get a 1 s grace period (`runink up` has no flag for it yet). The 
 lets slices outlive an agent crash); the test restarts that agent, whose recovery finds the slice
 running although its Slice is Failed(NodeLost), stops it and removes its cgroup. Only the node's
 own agent can touch its processes, so that is where the clean-up belongs.
+
+`runink logs` from the right node: with no agent beside the API server, a slice's logs come from
+the agent that ran it, through the API (mutual TLS between the two), with tail and follow, and
+the agent's log port refuses anyone but the API server.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from runink import api, controllers
 from runink.agent import _cgroups, _netpool
+from runink.api import _agentlogs, _tls, _wire
 from runink.cli import _agent, _up
+from runink.schemas import errors
 
 pytestmark = [pytest.mark.integration, pytest.mark.privileged, pytest.mark.slow]
 if os.geteuid() != 0:
@@ -280,4 +287,113 @@ async def test_killing_the_agent_mid_run_reschedules_the_step_and_the_run_succee
 
     await _until("no orphan process or cgroup", nothing_left, 20)
     agents.stop_all()  # SIGTERM: each agent removes its netns pool
+    assert agents.leftovers() == ([], [])
+
+
+async def _read_agent_directly(
+    target: str, node: str, cert: api.KeyPair | None, ca: bytes
+) -> bytes:
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca,
+        private_key=cert.key_pem if cert else None,
+        certificate_chain=cert.cert_pem if cert else None,
+    )
+    options = [("grpc.ssl_target_name_override", _tls.node_serving_name(node))]
+    async with grpc.aio.secure_channel(target, creds, options=options) as ch:
+        stub = ch.unary_stream(
+            _agentlogs.READ, request_serializer=_wire.encode, response_deserializer=None
+        )
+        try:
+            return b"".join([bytes(c) async for c in stub({"herd": HERD, "slice": "x"}, timeout=5)])
+        except grpc.aio.AioRpcError as e:
+            raise _wire.error_from_rpc(e) from None
+
+
+async def test_logs_of_a_slice_on_a_remote_agent_come_through_the_api(
+    cluster: api.Client, agents: Agents, data_dir: Path
+) -> None:
+    client = cluster
+    agents.start("lg-a")
+
+    async def endpoint() -> Obj | None:
+        with contextlib.suppress(errors.NotFound):
+            node = await client.get("Node", "lg-a")
+            return node if _agentlogs.node_log_target(node) else None
+        return None
+
+    node = await _until("the node to publish its log endpoint", endpoint, 60)
+    assert node["status"]["addresses"][0] == {"type": "InternalIP", "address": "127.0.0.1"}
+    target = _agentlogs.node_log_target(node)
+    assert target is not None
+    go = data_dir / "go"
+    await client.create(
+        {"apiVersion": "runink.io/v1", "kind": "Herd", "metadata": {"name": HERD}, "spec": {}}
+    )
+    await client.create(
+        {
+            "apiVersion": "runink.io/v1",
+            "kind": "Pipeline",
+            "metadata": {"name": "talk", "herd": HERD},
+            "spec": {
+                "steps": [
+                    {
+                        "name": "talk",
+                        "command": [
+                            "/bin/sh",
+                            "-c",
+                            "for i in 1 2 3; do echo line-$i; done;"
+                            f" while [ ! -e {go} ]; do sleep 0.02; done; echo line-4; echo err >&2",
+                        ],
+                        "network": "none",
+                        "resources": {"cpu": "100m", "memory": "64Mi"},
+                    }
+                ]
+            },
+        }
+    )
+    await client.create(
+        {
+            "apiVersion": "runink.io/v1",
+            "kind": "PipelineRun",
+            "metadata": {"name": "r1", "herd": HERD},
+            "spec": {"pipelineRef": {"name": "talk"}},
+        }
+    )
+
+    async def running() -> Obj | None:
+        for s in (await client.list("Slice", HERD, selector="runink.io/run=r1")).items:
+            if (s.get("status") or {}).get("phase") == "Running":
+                return s
+        return None
+
+    name = (await _until("the step Running", running, 60))["metadata"]["name"]
+    # -f: the first lines arrive while the step still runs; the stream ends when it does.
+    got = b""
+    async for chunk in client.logs(HERD, name, follow=True):
+        got += chunk
+        if got == b"line-1\nline-2\nline-3\n":
+            s = await client.get("Slice", name, HERD)
+            assert s["status"]["phase"] == "Running"
+            go.touch()
+    assert got == b"line-1\nline-2\nline-3\nline-4\nerr\n"
+    assert b"".join([c async for c in client.logs(HERD, name)]) == got
+    assert b"".join([c async for c in client.logs(HERD, name, tail=2)]) == b"line-4\nerr\n"
+    # The CLI, as a user runs it.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runink.cli", "--config", str(data_dir / "config"),
+        "logs", "run/r1/talk", "-n", HERD, "--tail", "1",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert (proc.returncode, out) == (0, b"err\n"), err
+    # The agent's log port serves the API server's client certificate only.
+    pki = api.ensure_cluster_pki(data_dir / "cp" / "pki")
+    ca = pki.ca.cert_pem
+    with pytest.raises(errors.Unavailable):  # no client certificate: no TLS session
+        await _read_agent_directly(target, "lg-a", None, ca)
+    with pytest.raises(errors.Forbidden, match="serves logs to the API server only"):
+        await _read_agent_directly(target, "lg-a", pki.admin, ca)
+    with pytest.raises(errors.NotFound):  # the API's certificate gets through (no slice "x")
+        await _read_agent_directly(target, "lg-a", pki.agent_client, ca)
+    agents.stop_all()
     assert agents.leftovers() == ([], [])
