@@ -4,7 +4,9 @@ The layout is detected once at agent start (`detect`). Every slice gets one cgro
 under a ``runink`` parent: ``<root>/<ctrl>/runink/<slice>`` for each v1 controller, or
 ``<root>/runink/<slice>`` on v2. On a v1 *hybrid* host (a cgroup2 mount at ``<root>/unified``
 holding no controllers) the slice also gets a v2 leaf there, so that ``cgroup.kill`` gives an
-atomic kill of the whole tree. This module never forks: the fork server (agent/_forkserver.py)
+atomic kill of the whole tree; its ``cpu.stat`` also counts the slice's CPU time, so there the
+``freezer`` and ``cpuacct`` hierarchies are not used (each hierarchy is a mkdir, a move and an
+rmdir per slice, and the kernel's deferred work after each rmdir slowed the next launch). This module never forks: the fork server (agent/_forkserver.py)
 puts a slice into its cgroup before the slice execs, following a `Plan` (the directories, and the
 limit files to write). Its parked zygotes already sit in cgroups of their own under the same
 parents, named with a ``_z`` prefix (no slice id starts with ``_``): a launch from a zygote only
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -67,10 +70,22 @@ class Layout:
     v1: dict[str, Path] = field(default_factory=dict)
     unified: Path | None = None
     v2_controllers: frozenset[str] = frozenset()
+    unused_v1: dict[str, Path] = field(default_factory=dict)
+    """v1 hierarchies mounted but not used (hybrid: `detect`); swept for cgroups an older agent
+    may have made there."""
 
 
-def detect(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> Layout:
-    """Detect v1/v2/hybrid from the files under *root* (a temp dir in file-level tests)."""
+def _kernel_has_cgroup_kill() -> bool:
+    """cgroup.kill (and the v2 core's cpu.stat on every cgroup) came with Linux 5.14."""
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return m is not None and (int(m[1]), int(m[2])) >= (5, 14)
+
+
+def detect(root: str | os.PathLike[str] = "/sys/fs/cgroup", *, all_v1: bool = False) -> Layout:
+    """Detect v1/v2/hybrid from the files under *root* (a temp dir in file-level tests).
+
+    On a hybrid host whose kernel has ``cgroup.kill`` the v2 leaf replaces the ``freezer`` (kill)
+    and ``cpuacct`` (CPU time) hierarchies, unless *all_v1*."""
     base = Path(root)
     if (base / "cgroup.controllers").exists():
         ctrls = frozenset((base / "cgroup.controllers").read_text().split())
@@ -81,7 +96,11 @@ def detect(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> Layout:
     unified = base / "unified"
     if (unified / "cgroup.controllers").exists():
         ctrls = frozenset((unified / "cgroup.controllers").read_text().split())
-        return Layout("v1", base, v1, unified, ctrls)
+        unused: dict[str, Path] = {}
+        if not all_v1 and _kernel_has_cgroup_kill():
+            unused = {c: p for c, p in v1.items() if c in ("freezer", "cpuacct")}
+            v1 = {c: p for c, p in v1.items() if c not in unused}
+        return Layout("v1", base, v1, unified, ctrls, unused)
     return Layout("v1", base, v1, None, frozenset())
 
 
@@ -281,7 +300,12 @@ class SliceCgroup:
     def usage(self) -> Usage:
         if self.layout.version == "v1":
             dirs = self.v1_dirs
-            cpu_ns = _read_int(dirs["cpuacct"] / "cpuacct.usage") if "cpuacct" in dirs else 0
+            if "cpuacct" in dirs:
+                cpu_ns = _read_int(dirs["cpuacct"] / "cpuacct.usage")
+            elif self.v2_dir is not None:  # hybrid: the v2 core counts CPU time in every cgroup
+                cpu_ns = _read_kv(self.v2_dir / "cpu.stat").get("usage_usec", 0) * 1000
+            else:
+                cpu_ns = 0
             mem = dirs.get("memory")
             pids = dirs.get("pids")
             return Usage(
@@ -357,7 +381,8 @@ class SliceCgroup:
         deadline = time.monotonic() + timeout
         if self.pids():
             self.kill()
-        for d in self.dirs():
+        unused = [p / self.parent / self.name for p in self.layout.unused_v1.values()]
+        for d in self.dirs() + unused:
             while True:
                 try:
                     d.rmdir()
@@ -373,9 +398,13 @@ class SliceCgroup:
                     time.sleep(0.005)
 
 
+def _all_bases(layout: Layout, parent: str) -> list[Path]:
+    return bases(layout, parent) + [p / parent for p in layout.unused_v1.values()]
+
+
 def remove_parent(layout: Layout, parent: str = PARENT) -> None:
     """Remove the agent's parent cgroups once they hold no slice (rmdir of an empty cgroup)."""
-    for b in bases(layout, parent):
+    for b in _all_bases(layout, parent):
         with contextlib.suppress(OSError):  # absent, or still holding a slice: keep it
             b.rmdir()
 
@@ -383,7 +412,7 @@ def remove_parent(layout: Layout, parent: str = PARENT) -> None:
 def list_slices(layout: Layout, parent: str = PARENT) -> set[str]:
     """Names of the slice cgroups present under the runink parent (for recovery sweeps)."""
     names: set[str] = set()
-    for b in bases(layout, parent):
+    for b in _all_bases(layout, parent):
         if b.is_dir():
             names.update(e.name for e in os.scandir(b) if e.is_dir())
     return names

@@ -5,16 +5,17 @@ imports anything heavy, so every clone copies a ~10 MiB process with one thread 
 agent (research/agent.md: fork of a 1 GiB threaded parent costs 40 ms and may deadlock). It imports
 only the standard library and never the ``runink`` package. It reads launch requests (marshal: the
 agent and the server are the same interpreter, and it is ~10x cheaper than JSON here) from a
-SOCK_SEQPACKET socket and answers ``{"id", "pid"}``; it reports every child's raw wait status as
-``{"op": "exit", "pid", "status"}``. Per slice it raw-clones the slice init (PID 1 of a new pid
-namespace, plus user/mount/uts/ipc/net namespaces), writes uid/gid maps and ``cgroup.procs`` from
-the parent while the child waits on a pipe, then the init sets up mounts (its own /proc and /tmp,
+SOCK_SEQPACKET socket and answers ``{"id", "pid", "cgroup"}``; it reports every child's raw wait
+status as ``{"op": "exit", "pid", "status"}``. Per slice it makes the slice's cgroup with its
+limits and raw-clones the slice init into it (PID 1 of a new pid namespace, plus
+user/mount/uts/ipc/net namespaces), writes uid/gid maps and the v1 ``cgroup.procs`` from the
+parent while the child waits on a pipe, then the init sets up mounts (its own /proc and /tmp,
 detached bind trees the server cut with open_tree, secrets), hostname and lo, spawns the step
 with umask 0002 and reaps until the step exits, forwarding SIGTERM/SIGINT/SIGHUP/SIGQUIT to it.
 Zygotes (``{"op": "zygotes"}``) take the clone off the launch path: inits cloned ahead of time
 (namespaces made, / rprivate, /proc mounted, lo up, each already in a cgroup of its own) wait on
-a socket; a launch writes the maps and the slice's limits into that cgroup, then sends the request
-with its fds to one of them. Moving a task into a cgroup waits for an RCU grace period when no
+a socket; a launch sends one the request, writes its maps and the slice's limits into its cgroup
+while it wakes up, then sends "go" with the fds. Moving a task into a cgroup waits for an RCU grace period when no
 move happened for a while (3.7-8 ms, measured): zygotes move while parked, off the launch path,
 and a clone joins the cgroup2 part with CLONE_INTO_CGROUP where the kernel has it.
 Each init reports the status it is about to exit with on its own pipe (a zygote: its socket)
@@ -580,7 +581,7 @@ class Zygotes:
     bases, each sits in a cgroup of its own below them (``<prefix><serial>``), which becomes
     its slice's cgroup: the launch writes the limits there, and the reply names it. It has no
     uid/gid map yet: the gid is the herd's, known at launch only, and the parent writes both
-    maps (two small writes) before releasing it. Unused zygotes die with the server
+    maps (two small writes, to files opened while it was parked) as it releases it. Unused zygotes die with the server
     (PDEATHSIG, EOF on their socket) and are killed by `clear`; their cgroups go with them.
     """
 

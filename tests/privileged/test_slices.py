@@ -334,25 +334,41 @@ async def _crash_and_recover(state: Path, cgroup_parent: str) -> None:
         assert cgroup_parent not in cg
 
 
-@pytest.mark.parametrize("path", ["cgroup.kill", "v1 freezer"])
-async def test_kill_whole_cgroup(runtime: _runtime.SliceRuntime, path: str) -> None:
+async def test_kill_whole_cgroup_with_cgroup_kill(runtime: _runtime.SliceRuntime) -> None:
     s = spec("killme", ["sh", "-c", "sleep 100 & sleep 100 & echo ready; wait"])
     await runtime.start(s)
     await wait_for_line(runtime, s.id, "ready")
     cg = runtime.cgroup(s.id)
-    name = cg.name
-    if path == "cgroup.kill":
-        if cg.v2_dir is None:
-            pytest.skip("no cgroup2 mount on this host")
-        # The v2 core on the unified hierarchy: the same processes, and an atomic kill.
-        v2_procs = set(map(int, (cg.v2_dir / "cgroup.procs").read_text().split()))
-        v1_procs = set(map(int, (cg.v1_dirs["memory"] / "cgroup.procs").read_text().split()))
-        assert v2_procs == v1_procs and len(v2_procs) >= 4
-    else:
-        cg = _cgroups.SliceCgroup(
-            dataclasses.replace(runtime.layout, unified=None), name, runtime.cgroup_parent
-        )
+    if cg.v2_dir is None:
+        pytest.skip("no cgroup2 mount on this host")
+    # The v2 core on the unified hierarchy: the same processes, and an atomic kill.
+    v2_procs = set(map(int, (cg.v2_dir / "cgroup.procs").read_text().split()))
+    v1_procs = set(map(int, (cg.v1_dirs["memory"] / "cgroup.procs").read_text().split()))
+    assert v2_procs == v1_procs and len(v2_procs) >= 4
     cg.kill()
     o = await runtime.wait(s.id)
     assert o.signal == signal.SIGKILL and o.reason == "Signaled"
-    assert not _cgroups.SliceCgroup(runtime.layout, name, runtime.cgroup_parent).exists()
+    assert not cg.exists()
+
+
+async def test_kill_whole_cgroup_with_the_v1_freezer(
+    shared_dir: Path, launcher: _launcher.Launcher, cgroup_parent: str
+) -> None:
+    """A v1-only host (no cgroup2 mount, so no cgroup.kill): every v1 hierarchy, and the kill
+    freezes the slice first so that nothing forks between reading its pids and the kills."""
+    layout = dataclasses.replace(_cgroups.detect(all_v1=True), unified=None)
+    assert "freezer" in layout.v1 and "cpuacct" in layout.v1
+    rt = _runtime.SliceRuntime(
+        shared_dir / "v1", launcher, layout=layout, cgroup_parent=cgroup_parent, netns_pool_size=0
+    )
+    async with rt:
+        s = spec("killme", ["sh", "-c", "sleep 100 & sleep 100 & echo ready; wait"])
+        await rt.start(s)
+        await wait_for_line(rt, s.id, "ready")
+        cg = rt.cgroup(s.id)
+        assert len(cg.pids()) >= 4 and (cg.v1_dirs["freezer"] / "cgroup.procs").exists()
+        assert rt.usage(s.id).cpu_seconds > 0  # cpuacct: sh has run
+        cg.kill()
+        o = await rt.wait(s.id)
+        assert o.signal == signal.SIGKILL and o.reason == "Signaled"
+    assert not cg.exists()

@@ -125,3 +125,30 @@ def test_slice_names_are_checked(tmp_path: Path) -> None:
     for bad in ("", "..", "a/b"):
         with pytest.raises(ValueError, match="bad cgroup name"):
             _cgroups.SliceCgroup(layout, bad)
+
+
+def test_hybrid_uses_the_v2_leaf_for_cpu_time_and_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With cgroup.kill (Linux 5.14+) a hybrid host needs neither freezer nor cpuacct: the v2
+    leaf kills and counts CPU time. They stay listed, to sweep what an older agent made there."""
+    fake_v1(tmp_path)
+    fake_v2(tmp_path / "unified", "")
+    monkeypatch.setattr(_cgroups, "_kernel_has_cgroup_kill", lambda: True)
+    layout = _cgroups.detect(tmp_path)
+    assert set(layout.v1) == {"cpu", "memory", "pids"}
+    assert set(layout.unused_v1) == {"cpuacct", "freezer"}
+    assert set(_cgroups.detect(tmp_path, all_v1=True).v1) == set(_cgroups.V1_CONTROLLERS)
+    cg = _cgroups.SliceCgroup(layout, "s5")
+    cg.create(_cgroups.Limits())
+    assert cg.v2_dir is not None
+    (cg.v2_dir / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
+    assert cg.usage().cpu_seconds == 2.5
+    # An old agent's cgroup in a hierarchy no longer used is found, and removed with the rest.
+    old = tmp_path / "freezer" / "runink" / "s6"
+    old.mkdir(parents=True)
+    assert "s6" in _cgroups.list_slices(layout)
+    _cgroups.SliceCgroup(layout, "s6").remove()
+    assert not old.exists()
+    monkeypatch.setattr(_cgroups, "_kernel_has_cgroup_kill", lambda: False)
+    assert set(_cgroups.detect(tmp_path).v1) == set(_cgroups.V1_CONTROLLERS)
