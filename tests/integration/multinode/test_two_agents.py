@@ -33,7 +33,7 @@ import grpc
 import pytest
 
 from runink import api, controllers
-from runink.agent import _cgroups, _netpool
+from runink.agent import _cgroups, _netpool, _runtime
 from runink.api import _agentlogs, _tls, _wire
 from runink.cli import _agent, _up
 from runink.schemas import errors
@@ -138,6 +138,8 @@ class Agents:
             ):
                 with contextlib.suppress(FileNotFoundError, OSError):
                     base.rmdir()
+            # A SIGKILLed agent leaves its slices' scratch dirs (tmpfs) for its restart to find.
+            shutil.rmtree(_runtime.default_scratch_dir(self.data_dir / n), ignore_errors=True)
         for _, ns in [self.leftovers()]:
             for name in ns:
                 with contextlib.suppress(OSError):
