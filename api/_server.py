@@ -843,6 +843,12 @@ class ApiServer:
             )
         if not _NODE_NAME.fullmatch(node):
             raise errors.Invalid(f"nodeName {node!r} is not a DNS label")
+        return self._sign_as_node(node, req, call)
+
+    def _sign_as_node(
+        self, node: str, req: Obj, call: _Call, serving_name: str | None = None
+    ) -> Obj:
+        """Sign the request's CSR as ``system:node:<node>`` (group system:nodes), with the CA."""
         if self.ca_pair is None:
             raise errors.Unavailable("this API server has no CA key; it cannot sign certificates")
         try:
@@ -851,6 +857,7 @@ class ApiServer:
                 str(req.get("csr") or "").encode(),
                 f"system:node:{node}",
                 organizations=(_rbac.NODES_GROUP,),
+                serving_name=serving_name,
             )
         except ValueError as e:
             raise errors.Invalid(str(e)) from None
@@ -871,20 +878,7 @@ class ApiServer:
                 f"{identity.user} may not get a serving certificate for node {node!r}: only its "
                 f"agent (system:node:{node}) or an admin may"
             )
-        if self.ca_pair is None:
-            raise errors.Unavailable("this API server has no CA key; it cannot sign certificates")
-        try:
-            cert = _tls.sign_csr(
-                self.ca_pair,
-                str(req.get("csr") or "").encode(),
-                f"system:node:{node}",
-                organizations=(_rbac.NODES_GROUP,),
-                serving_name=_tls.node_serving_name(node),
-            )
-        except ValueError as e:
-            raise errors.Invalid(str(e)) from None
-        call.decision = "allow"
-        return {"certificate": cert.decode(), "caCertificate": self.ca_pem.decode()}
+        return self._sign_as_node(node, req, call, _tls.node_serving_name(node))
 
     # -- governance RPCs ------------------------------------------------------------------------
     def _gov(self) -> _governance.GovernanceService:
