@@ -119,8 +119,10 @@ class GovernanceService:
         limit: int = 100,
         cursor: str | None = None,
         count: bool = False,
+        herd: str | None = None,
     ) -> Json:
-        """A page of annotations: ``{"items", "nextCursor", "count"}`` (times as RFC 3339)."""
+        """A page of annotations: ``{"items", "nextCursor", "count"}`` (times as RFC 3339);
+        with *herd*, only that herd's."""
         if review_state not in (None, "suggested", "confirmed", "rejected"):
             raise errors.Invalid(
                 f"review state {review_state!r} is not suggested/confirmed/rejected"
@@ -139,6 +141,7 @@ class GovernanceService:
             limit=limit,
             cursor=cursor,
             count=count,
+            herd=herd,
         )
         return {"items": page.items, "nextCursor": page.next_cursor, "count": page.count}
 

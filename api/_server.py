@@ -958,7 +958,10 @@ class ApiServer:
         return await asyncio.to_thread(lambda: gov.put_annotations(items, caller=identity.user))
 
     async def _gov_query_annotations(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
-        await self._authz(identity, call, "list", "Annotation", req.get("herd") or None, None)
+        # As a list of a herd-scoped kind: in one herd (what the caller may list there), or in
+        # every herd (needs a ClusterRoleBinding).
+        herd = str(req.get("herd") or "") or None
+        await self._authz(identity, call, "list", "Annotation", herd, None)
         ref = req.get("dataRef")
         gov = self._gov()
 
@@ -975,6 +978,7 @@ class ApiServer:
                 limit=int(req.get("limit") or 100),
                 cursor=req.get("continue") or None,
                 count=bool(req.get("count")),
+                herd=herd,
             )
 
         return await asyncio.to_thread(query)

@@ -208,6 +208,7 @@ async def cmd_annotations(ctx: _app.Ctx) -> int:
             limit=a.limit,
             continue_token=a.continue_token,
             count=True,
+            herd=None if a.all_herds else ctx.herd,
         )
         render_annotations(ctx.streams, page, output=a.output)
         return 0
@@ -297,6 +298,9 @@ def add_parsers(sub: Any) -> None:
     ap.add_argument("--since", help="RFC 3339 time")
     ap.add_argument("--until", help="RFC 3339 time")
     ap.add_argument("--review-state", choices=["suggested", "confirmed", "rejected"])
+    ap.add_argument(
+        "-A", "--all-herds", action="store_true", help="list every herd's (default: the herd's)"
+    )
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--continue", dest="continue_token", help="the token a previous page printed")
     ap.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")

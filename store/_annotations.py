@@ -77,6 +77,7 @@ class AnnotationStore(Protocol):
         limit: int = 100,
         cursor: str | None = None,
         count: bool = False,
+        herd: str | None = None,
     ) -> AnnotationPage: ...
 
     def set_review(
@@ -279,6 +280,7 @@ class LmdbAnnotationStore:
         limit: int = 100,
         cursor: str | None = None,
         count: bool = False,
+        herd: str | None = None,
     ) -> AnnotationPage:
         """Annotations matching every given filter, newest first, ``limit`` per page.
 
@@ -287,6 +289,7 @@ class LmdbAnnotationStore:
         all); the other
         filters are checked on each candidate. ``count`` is exact: read from the counters when
         the filters are exactly one index's, otherwise counted by scanning that index.
+        ``herd`` keeps only that herd's annotations (what a herd-scoped reader may see).
         """
         if limit < 1:
             raise errors.Invalid("limit must be at least 1")
@@ -316,6 +319,8 @@ class LmdbAnnotationStore:
         def residual(obj: Json) -> bool:
             spec = obj["spec"]
             state = spec.get("provenance", {}).get("reviewState", "suggested")
+            if herd is not None and (obj.get("metadata") or {}).get("herd") != herd:
+                return False
             if (
                 (annotation_type is not None and spec["annotationType"] != annotation_type)
                 or (source_model is not None and spec.get("sourceModel") != source_model)
@@ -334,7 +339,8 @@ class LmdbAnnotationStore:
             return not (max_confidence is not None and (conf is None or conf > max_confidence))
 
         needs_residual = (
-            (annotation_type is not None and "type" not in covered)
+            herd is not None
+            or (annotation_type is not None and "type" not in covered)
             or (source_model is not None and "model" not in covered)
             or (review_state is not None and "review" not in covered)
             or bool(set(ref) - covered)

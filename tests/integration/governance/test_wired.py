@@ -349,8 +349,9 @@ async def test_llm_step_annotations_reach_the_store_with_provenance(
     await sink.emit(merged)
 
     code, out, err = await cli(
-        "annotations", "list", "--type", "sentiment", "--model", "llama3-8b", "-o", "json"
-    )
+        "annotations", "list", "-n", herd, "--type", "sentiment", "--model", "llama3-8b",
+        "-o", "json",
+    )  # fmt: skip
     assert code == 0, err
     items = json.loads(out)["items"]
     assert len(items) == 100
@@ -364,7 +365,7 @@ async def test_llm_step_annotations_reach_the_store_with_provenance(
     assert prov["reviewState"] == "suggested"
 
     code, out, _ = await cli(
-        "annotations", "list", "--type", "sentiment", "--min-confidence", "0.9", "-o", "json"
+        "annotations", "list", "-A", "--type", "sentiment", "--min-confidence", "0.9", "-o", "json"
     )
     high = json.loads(out)["items"]
     assert high and all(i["spec"]["confidenceScore"] >= 0.9 for i in high)
@@ -374,8 +375,11 @@ async def test_llm_step_annotations_reach_the_store_with_provenance(
     aid = items[0]["metadata"]["name"]
     code, out, err = await cli("annotations", "confirm", aid)
     assert code == 0, err
-    code, out, _ = await cli("annotations", "list", "--review-state", "confirmed")
+    code, out, _ = await cli("annotations", "list", "-n", herd, "--review-state", "confirmed")
     assert aid in out and "confirmed" in out
+    # Another herd's list does not show them (kubectl's namespaced list).
+    code, out, _ = await cli("annotations", "list", "-n", "other", "-o", "json")
+    assert code == 0 and json.loads(out)["items"] == []
 
     # Lineage: reviews -> the llm step -> review-sentiment, with the column edge.
     code, out, _ = await cli(
@@ -384,3 +388,56 @@ async def test_llm_step_annotations_reach_the_store_with_provenance(
     ids = {n["id"] for n in json.loads(out)["graph"]}
     assert f"job:runink://{herd}:nightly.annotate" in ids
     assert f"dataset:runink://{herd}:review-sentiment.jsonl" in ids
+
+
+async def test_a_herd_viewer_lists_only_its_herds_annotations(cluster: _up.Cluster) -> None:
+    """Annotations are herd-scoped like any list: a viewer of one herd sees that herd's, is
+    refused another herd's and the all-herds list (which needs a cluster-wide binding)."""
+
+    def annotation(herd: str, i: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "runink.io/v1",
+            "kind": "Annotation",
+            "metadata": {"name": f"{herd}-{i}", "herd": herd},
+            "spec": {
+                "annotationType": "sentiment",
+                "annotationValue": "positive",
+                "sourceModel": "m1",
+                "confidenceScore": 0.9,
+                "timestamp": "2026-11-27T04:00:00Z",
+                "annotatedDataRef": {"dataset": "reviews", "recordKey": str(i)},
+            },
+        }
+
+    async with api.Client.from_config(cluster.config_path) as admin:
+        for h in ("alpha", "beta"):
+            await admin.create(
+                {"apiVersion": "runink.io/v1", "kind": "Herd", "metadata": {"name": h}, "spec": {}}
+            )
+        await admin.put_annotations([annotation(h, i) for h in ("alpha", "beta") for i in range(3)])
+        await admin.create(
+            {
+                "apiVersion": "runink.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "ann-view", "herd": "alpha"},
+                "spec": {
+                    "subjects": [{"kind": "User", "name": "ann"}],
+                    "roleRef": {"kind": "ClusterRole", "name": "view"},
+                },
+            }
+        )
+        every = await admin.query_annotations(type="sentiment")
+        assert len(every["items"]) == 6  # the admin, across herds
+    pair = api.issue(cluster.pki.ca, "ann")
+    async with api.Client(
+        f"127.0.0.1:{cluster.port}",
+        ca_pem=cluster.pki.ca.cert_pem,
+        cert_pem=pair.cert_pem,
+        key_pem=pair.key_pem,
+    ) as ann:
+        mine = await ann.query_annotations(type="sentiment", herd="alpha", count=True)
+        assert {i["metadata"]["herd"] for i in mine["items"]} == {"alpha"}
+        assert mine["count"] == 3
+        for herd in ("beta", None):
+            with pytest.raises(errors.Forbidden):
+                await ann.query_annotations(type="sentiment", herd=herd)
