@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from runink.api import _config, _tls, _wire
+from runink.api import _config, _oidc, _tls, _wire
 from runink.schemas import errors
 from runink.store import _api as barn_api
 
@@ -79,9 +79,12 @@ class Client:
 
     @classmethod
     def from_config(cls, path: Path | None = None, context: str | None = None, **kw: Any) -> Client:
+        """A client for ``context`` (default: current) of the config at ``path``. An OIDC login
+        (``runink login --issuer``) whose ID token expires within a minute is renewed with its
+        refresh token and saved back first: blocking, at most once an hour, before any call."""
         config = _config.load(path)
         base = config.path.parent if config.path else None
-        return cls.from_context(config.context(context), base, **kw)
+        return cls.from_context(_oidc.fresh_context(config, context), base, **kw)
 
     async def __aenter__(self) -> Client:
         return self

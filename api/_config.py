@@ -53,6 +53,12 @@ class Context:
     token: str | None = None
     api_key: str | None = None
     oidc_id_token: str | None = None
+    #: Written by ``runink login --issuer``: what refreshes ``oidc_id_token`` when it expires
+    #: (``runink.api._oidc``). The refresh token and client secret are credentials too.
+    oidc_refresh_token: str | None = None
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
     #: The server's token port (server TLS only), used when the context has no client certificate.
     token_server: str | None = None
 
@@ -80,6 +86,11 @@ class Context:
         )
 
 
+#: Credentials: never printed by ``runink config view`` (``to_dict(redact=True)``).
+_SECRET_FIELDS = frozenset(
+    {"token", "api_key", "oidc_id_token", "oidc_refresh_token", "oidc_client_secret"}
+)
+
 _FIELDS = {
     "server": "server",
     "certificate-authority": "certificate_authority",
@@ -92,6 +103,10 @@ _FIELDS = {
     "token": "token",
     "api-key": "api_key",
     "oidc-id-token": "oidc_id_token",
+    "oidc-refresh-token": "oidc_refresh_token",
+    "oidc-issuer": "oidc_issuer",
+    "oidc-client-id": "oidc_client_id",
+    "oidc-client-secret": "oidc_client_secret",
     "token-server": "token_server",
 }
 
@@ -137,9 +152,7 @@ class ClientConfig:
                 value = getattr(ctx, attr)
                 if value is None:
                     continue
-                if redact and (
-                    attr.endswith("_data") or attr in ("token", "api_key", "oidc_id_token")
-                ):
+                if redact and (attr.endswith("_data") or attr in _SECRET_FIELDS):
                     value = "REDACTED" if attr != "certificate_authority_data" else "DATA+OMITTED"
                 d[key] = value
             out.append(d)

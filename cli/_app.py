@@ -46,11 +46,11 @@ class Ctx:
 
     def client(self) -> api.Client:
         if self._client is None:
-            config = self.config()
-            ctx = config.context(self.args.context)
-            base = config.path.parent if config.path else None
-            self._client = api.Client.from_context(
-                ctx, base, field_manager=getattr(self.args, "field_manager", None) or "runink-cli"
+            # from_config renews an expiring OIDC ID token (and saves it) before connecting.
+            self._client = api.Client.from_config(
+                self.config_path,
+                self.args.context,
+                field_manager=getattr(self.args, "field_manager", None) or "runink-cli",
             )
         return self._client
 

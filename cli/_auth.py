@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import json
 import sys
+import webbrowser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runink import schemas
-from runink.api import _secrets
+from runink.api import _oidc, _secrets
 from runink.schemas import errors
 
 if TYPE_CHECKING:
@@ -49,8 +51,21 @@ async def cmd_can_i(ctx: _app.Ctx) -> int:
 
 
 async def cmd_login(ctx: _app.Ctx) -> int:
-    """Store an OIDC ID token (from --token-file, --token or stdin) in the current context."""
+    """Log the current context in with OIDC: through the browser (``--issuer``, authorization
+    code + PKCE, renewed automatically) or with an ID token you already have (--token-file,
+    --token or stdin)."""
     a = ctx.args
+    if a.issuer or a.client_id:
+        if not (a.issuer and a.client_id):
+            raise errors.Invalid(
+                "`runink login` needs both --issuer and --client-id to log in through the browser"
+            )
+        if a.token or a.token_file:
+            raise errors.Invalid(
+                "--issuer logs in through the browser, --token/--token-file store a token you "
+                "already have: give one or the other"
+            )
+        return await _login_browser(ctx)
     if a.token_file:
         token = (await asyncio.to_thread(Path(a.token_file).read_text)).strip()
     elif a.token:
@@ -59,21 +74,95 @@ async def cmd_login(ctx: _app.Ctx) -> int:
         token = sys.stdin.readline().strip()
     if token.count(".") != 2:
         raise errors.Invalid("that is not an ID token (a JWT has three dot-separated parts)")
+    name = _save_login(ctx, token)
+    ctx.streams.write(f"logged in: context {name!r} now uses your OIDC ID token\n")
+    return 0
+
+
+def _save_login(
+    ctx: _app.Ctx,
+    id_token: str,
+    *,
+    refresh_token: str | None = None,
+    issuer: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+) -> str:
+    """Store the OIDC credentials in the context (replacing any other credential it had, so
+    that the ID token is what it sends); returns the context's name. The file stays 0600."""
+    a = ctx.args
     config = ctx.config()
-    current = config.context(ctx.args.context)
+    current = config.context(a.context)
     updated = dataclasses.replace(
         current,
-        oidc_id_token=token,
+        name=a.new_context or current.name,
+        oidc_id_token=id_token,
+        oidc_refresh_token=refresh_token,
+        oidc_issuer=issuer,
+        oidc_client_id=client_id,
+        oidc_client_secret=client_secret,
+        token=None,
+        api_key=None,
         token_server=a.token_server or current.token_server,
         client_certificate=None,
         client_certificate_data=None,
         client_key=None,
         client_key_data=None,
     )
-    name = a.new_context or current.name
-    updated = dataclasses.replace(updated, name=name)
     config.with_context(updated).save(ctx.config_path)
-    ctx.streams.write(f"logged in: context {name!r} now uses your OIDC ID token\n")
+    return updated.name
+
+
+async def _login_browser(ctx: _app.Ctx) -> int:
+    """Authorization code + PKCE through a loopback redirect (RFC 8252), as kubelogin does."""
+    a = ctx.args
+    ctx.config().context(a.context)  # fail before the browser dance if there is no context
+    issuer, client_id = str(a.issuer), str(a.client_id)
+    scopes = [s for s in str(a.scopes).replace(",", " ").split() if s]
+    provider = await asyncio.to_thread(_oidc.discover, issuer)
+    async with _oidc.LoopbackReceiver(a.listen_port) as receiver:
+        request = _oidc.authorization_request(provider, client_id, receiver.redirect_uri, scopes)
+        receiver.expect(request.state)
+        ctx.streams.write(
+            "Open this URL in a browser to log in "
+            f"(waiting {a.timeout:g}s for the redirect to {receiver.redirect_uri}):\n\n"
+            f"  {request.url}\n\n"
+        )
+        if not a.no_browser:
+            await asyncio.to_thread(webbrowser.open, request.url)
+        try:
+            async with asyncio.timeout(a.timeout):
+                code = await receiver.wait()
+        except TimeoutError:
+            raise errors.Unauthenticated(
+                f"no login arrived at {receiver.redirect_uri} within {a.timeout:g}s; run "
+                "`runink login` again (and open the URL it prints), or raise --timeout"
+            ) from None
+    tokens = await asyncio.to_thread(
+        _oidc.exchange_code, provider, client_id, a.client_secret, code, request
+    )
+    claims = await asyncio.to_thread(
+        _oidc.verify_id_token, tokens.id_token, issuer, client_id, nonce=request.nonce
+    )
+    name = _save_login(
+        ctx,
+        tokens.id_token,
+        refresh_token=tokens.refresh_token,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=a.client_secret,
+    )
+    expires = datetime.datetime.fromtimestamp(int(claims["exp"]), datetime.UTC)
+    renew = (
+        "it is renewed automatically"
+        if tokens.refresh_token
+        else "the issuer gave no refresh token (ask for the offline_access scope?): "
+        "log in again then"
+    )
+    ctx.streams.write(
+        f"logged in as {claims.get('sub')!s} ({issuer}): context {name!r} now uses your OIDC "
+        f"ID token, valid until {expires:%Y-%m-%d %H:%M:%S}Z; {renew}\n"
+    )
     return 0
 
 
@@ -143,7 +232,33 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="print the reason")
     p.set_defaults(func=cmd_can_i)
 
-    p = sub.add_parser("login", help="use an OIDC ID token for the current context")
+    p = sub.add_parser(
+        "login",
+        help="log the current context in with OIDC (browser, or an ID token you have)",
+        description="With --issuer and --client-id: open the identity provider's login page "
+        "(authorization code + PKCE, redirect to 127.0.0.1) and store the verified ID token and "
+        "refresh token in the context; the ID token is then renewed automatically. Without: "
+        "store an ID token from --token-file, --token or stdin.",
+    )
+    p.add_argument("--issuer", help="the OIDC issuer URL, as the API server trusts it")
+    p.add_argument("--client-id", help="the OAuth client id registered for runink")
+    p.add_argument(
+        "--client-secret",
+        help="the client secret, for confidential clients (stored in the 0600 config file)",
+    )
+    p.add_argument(
+        "--scopes",
+        default=" ".join(_oidc.DEFAULT_SCOPES),
+        help="space- or comma-separated scopes (openid is always asked for; "
+        "offline_access gets a refresh token from most issuers)",
+    )
+    p.add_argument(
+        "--listen-port", type=int, default=0, help="loopback port for the redirect (0: any free)"
+    )
+    p.add_argument("--no-browser", action="store_true", help="only print the URL to open")
+    p.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the browser login"
+    )
     p.add_argument("--token-file")
     p.add_argument("--token", help="the ID token (prefer --token-file or stdin)")
     p.add_argument("--token-server", help="the server's token port, host:port")

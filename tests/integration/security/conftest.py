@@ -1,11 +1,20 @@
-"""A real API server (LMDB Barn, mTLS port + token port, data dir) and a local OIDC issuer."""
+"""A real API server (LMDB Barn, mTLS port + token port, data dir) and a local OIDC issuer.
+
+The issuer is a small but strict identity provider over real loopback HTTP: discovery, JWKS, an
+authorization endpoint that redirects straight back (the user "consents" at once) and a token
+endpoint that checks the PKCE verifier, single-use codes and refresh tokens (rotated on use).
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.server
 import json
+import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +34,24 @@ CLIENT_ID = "runink-cli"
 
 @dataclass
 class Issuer:
-    """An OIDC issuer on 127.0.0.1: discovery + JWKS over HTTP; ``keys`` is what it publishes."""
+    """An OIDC issuer on 127.0.0.1; ``keys`` is what it publishes. The knobs below let a test
+    play a misbehaving (or attacked) provider."""
 
     url: str = ""
     keys: list[RSAKey] = field(default_factory=list)
+    #: Lifetime of the ID tokens the token endpoint issues.
+    id_token_ttl: int = 300
+    #: Redirect with this state instead of the client's (a forged or stale redirect).
+    state_override: str | None = None
+    #: Put this nonce in the ID token instead of the client's (a substituted token).
+    nonce_override: str | None = None
+    #: Live authorization codes -> their request; live refresh tokens -> subject.
+    codes: dict[str, dict[str, str]] = field(default_factory=dict)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)
+    #: Every token-endpoint form received, and what the endpoint answered (status, error).
+    token_requests: list[dict[str, str]] = field(default_factory=list)
+    token_answers: list[tuple[int, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def token(self, key: RSAKey | None = None, **overrides: Any) -> str:
         key = key or self.keys[0]
@@ -44,28 +67,120 @@ class Issuer:
         claims.update(overrides)
         return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key, algorithms=["RS256"])
 
+    def authorize(self, query: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
+        """(302, redirect URL) or (400, OAuth error body)."""
+        redirect = query.get("redirect_uri", "")
+        if query.get("client_id") != CLIENT_ID:
+            return 400, {"error": "unauthorized_client"}
+        if not redirect.startswith("http://127.0.0.1:"):
+            return 400, {"error": "invalid_request", "error_description": "redirect_uri"}
+        if query.get("response_type") != "code" or "openid" not in query.get("scope", "").split():
+            return 400, {"error": "invalid_request", "error_description": "response_type/scope"}
+        if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            return 400, {"error": "invalid_request", "error_description": "PKCE S256 required"}
+        code = secrets.token_urlsafe(24)
+        with self.lock:
+            self.codes[code] = dict(query)
+        state = self.state_override if self.state_override is not None else query.get("state")
+        sep = "&" if "?" in redirect else "?"
+        return 302, redirect + sep + urllib.parse.urlencode({"code": code, "state": state or ""})
+
+    def token_endpoint(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.token_requests.append(dict(form))
+            status, body = self._token(form)
+            self.token_answers.append((status, str(body.get("error", ""))))
+        return status, body
+
+    def _token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if form.get("client_id") != CLIENT_ID:
+            return 401, {"error": "invalid_client"}
+        grant = form.get("grant_type")
+        nonce: str | None = None
+        if grant == "authorization_code":
+            req = self.codes.get(form.get("code", ""))
+            if req is None:
+                return 400, {"error": "invalid_grant", "error_description": "unknown code"}
+            if form.get("redirect_uri") != req["redirect_uri"]:
+                return 400, {"error": "invalid_grant", "error_description": "redirect_uri"}
+            verifier = form.get("code_verifier", "").encode()
+            digest = hashlib.sha256(verifier).digest()
+            if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != req["code_challenge"]:
+                return 400, {"error": "invalid_grant", "error_description": "PKCE check failed"}
+            del self.codes[form["code"]]  # single use, once redeemed
+            sub = "dave"
+            nonce = self.nonce_override if self.nonce_override is not None else req.get("nonce")
+        elif grant == "refresh_token":
+            sub_or_none = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+            if sub_or_none is None:
+                return 400, {"error": "invalid_grant", "error_description": "session ended"}
+            sub = sub_or_none
+        else:
+            return 400, {"error": "unsupported_grant_type"}
+        now = int(time.time())
+        claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + self.id_token_ttl}
+        if nonce is not None:
+            claims["nonce"] = nonce
+        refresh = "rt-" + secrets.token_urlsafe(24)
+        self.refresh_tokens[refresh] = sub
+        return 200, {
+            "id_token": self.token(**claims),
+            "access_token": "at-" + secrets.token_urlsafe(16),
+            "token_type": "Bearer",
+            "expires_in": self.id_token_ttl,
+            "refresh_token": refresh,
+        }
+
 
 @pytest.fixture
 def issuer() -> Iterator[Issuer]:
     state = Issuer(keys=[RSAKey.generate_key(2048, parameters={"kid": "k1"})])
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/.well-known/openid-configuration":
-                body = {"issuer": state.url, "jwks_uri": state.url + "/jwks"}
-            elif self.path == "/jwks":
-                body = {
-                    "keys": [k.as_dict(private=False, alg="RS256", use="sig") for k in state.keys]
-                }
-            else:
-                self.send_error(404)
-                return
+        def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
             data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path, _, query = self.path.partition("?")
+            if path == "/.well-known/openid-configuration":
+                body = {
+                    "issuer": state.url,
+                    "jwks_uri": state.url + "/jwks",
+                    "authorization_endpoint": state.url + "/authorize",
+                    "token_endpoint": state.url + "/token",
+                    "token_endpoint_auth_methods_supported": ["none", "client_secret_basic"],
+                    "code_challenge_methods_supported": ["S256"],
+                }
+            elif path == "/jwks":
+                body = {
+                    "keys": [k.as_dict(private=False, alg="RS256", use="sig") for k in state.keys]
+                }
+            elif path == "/authorize":
+                status, answer = state.authorize(dict(urllib.parse.parse_qsl(query)))
+                if isinstance(answer, str):
+                    self._send(status, {}, {"Location": answer})
+                else:
+                    self._send(status, answer, {})
+                return
+            else:
+                self.send_error(404)
+                return
+            self._send(200, body, {})
+
+        def do_POST(self) -> None:
+            if self.path != "/token":
+                self.send_error(404)
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            status, body = state.token_endpoint(form)
+            self._send(status, body, {"Cache-Control": "no-store"})
 
         def log_message(self, *args: Any) -> None:
             return
