@@ -1,7 +1,8 @@
 """API keys for people and scripts: ``rk_<id>_<secret>``, stored hashed, expiring, revocable.
 
-The API server keeps the records (JSON dicts, safe to store in the Barn: they hold only the id in
-clear and a SHA-256 of the secret) and calls :func:`verify` for ``Authorization: Bearer rk_...``.
+The API server keeps the records in the Barn, replicated to every replica (``_credentials``; JSON
+dicts, safe there: they hold only the id in clear and a SHA-256 of the secret) and calls
+:func:`verify` for ``Authorization: Bearer rk_...``.
 The secret has 256 bits of entropy, so a plain (domain-separated) SHA-256 resists guessing as well
 as a slow KDF would, at a microsecond per request. Comparisons are constant-time, and an unknown
 id costs the same work as a known one, so timing tells nothing about which ids exist.
@@ -22,6 +23,8 @@ from runink.schemas import errors
 
 PREFIX: Final = "rk_"
 _TOKEN_RE: Final = re.compile(r"rk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+#: What a key id looks like (the ``id`` of a record, the name of its object in the Barn).
+KEY_ID_RE: Final = re.compile(r"[0-9a-f]{16}")
 _DUMMY_HASH: Final = "sha256:" + "0" * 64
 
 
@@ -104,4 +107,4 @@ def verify(token: str, records: Mapping[str, Mapping[str, Any]], now: float) -> 
     return _rbac.Subject(user=str(record["user"]), groups=frozenset(groups))
 
 
-__all__ = ["PREFIX", "create_api_key", "key_id_of", "revoke", "verify"]
+__all__ = ["KEY_ID_RE", "PREFIX", "create_api_key", "key_id_of", "revoke", "verify"]

@@ -1,11 +1,12 @@
 """Security wiring of the API server: credentials, the RBAC authorizer, Secret encryption, limits.
 
 ``_server.ApiServer`` owns one :class:`Security`. It holds the key material kept in the data dir
-(Secret keyring, sealing key, service-account signing keys, API keys and bootstrap tokens, all
-0600 under ``<data dir>/secrets``), the bearer-token authenticator (API keys, bootstrap tokens,
-service-account JWTs, OIDC ID tokens), the :class:`RbacAuthorizer` (a ``_rbac.PolicySnapshot``
-kept current from the Barn, plus the node authorizer for ``system:nodes``), the per-identity
-rate limiter and the audit log. The pure decisions stay in ``_rbac``/``_secrets``/``_tokens``;
+(Secret keyring, sealing key, service-account signing keys, all 0600 under ``<data dir>/secrets``),
+the API key and bootstrap token records (in the Barn, replicated, cached in memory: see
+``_credentials``), the bearer-token authenticator (API keys, bootstrap tokens, service-account
+JWTs, OIDC ID tokens), the :class:`RbacAuthorizer` (a ``_rbac.PolicySnapshot`` kept current from
+the Barn, plus the node authorizer for ``system:nodes``), the per-identity rate limiter and the
+audit log. The pure decisions stay in ``_rbac``/``_secrets``/``_tokens``;
 this module only does the I/O around them.
 """
 
@@ -16,15 +17,13 @@ import base64
 import binascii
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from runink.api import _apikeys, _audit, _auth, _rbac, _secrets, _tokens
+from runink.api import _apikeys, _audit, _auth, _credentials, _rbac, _secrets, _tokens
 from runink.schemas import errors, registry
 from runink.store import _api as barn_api
 
@@ -59,31 +58,6 @@ class SecurityConfig:
     audience: str = _tokens.DEFAULT_AUDIENCE
     #: Lifetime of the bootstrap token created at start (``<data dir>/bootstrap-token``).
     bootstrap_ttl: float = 24 * 3600.0
-
-
-class RecordStore:
-    """``{id: record}`` JSON kept 0600 in a file (or in memory); API keys and bootstrap tokens."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self.records: dict[str, dict[str, Any]] = {}
-        if path is not None and path.exists():
-            self.records = dict(json.loads(path.read_bytes()))
-
-    def put(self, record: Mapping[str, Any]) -> None:
-        with self._lock:
-            self.records[str(record["id"])] = dict(record)
-            self._save()
-
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.records, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
 
 
 class RateLimiter:
@@ -306,8 +280,10 @@ class Security:
             self.keyring = _secrets.Keyring.generate()
             self.sealing_key = _secrets._private_key(_secrets.generate_sealing_key()[0])
             self.sa_keys = _tokens.ServiceAccountKeys.generate()
-        self.apikeys = RecordStore(keydir / "apikeys.json" if keydir else None)
-        self.bootstrap = RecordStore(keydir / "bootstrap-tokens.json" if keydir else None)
+        self.keydir = keydir
+        # Replicated with the Barn, read from memory (see _credentials).
+        self.apikeys = _credentials.RecordCache(barn, _credentials.APIKEY_KIND)
+        self.bootstrap = _credentials.RecordCache(barn, _credentials.BOOTSTRAP_KIND)
         self.oidc = [_tokens.OIDCVerifier(c, fetch=config.oidc_fetch) for c in config.oidc]
         audit_path = config.audit_path or (
             config.data_dir / "audit" / "audit.log" if config.data_dir else None
@@ -330,14 +306,42 @@ class Security:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    def create_bootstrap_token(self, ttl: float | None = None) -> str:
-        """A new node bootstrap token (stored hashed); it may only call Bootstrap/SignNodeCSR."""
+    async def create_bootstrap_token(self, ttl: float | None = None) -> str:
+        """A new node bootstrap token (stored hashed in the Barn, so every replica accepts it);
+        it may only call Bootstrap/SignNodeCSR."""
         token, record = _apikeys.create_api_key(
             "system:bootstrap", [BOOTSTRAP_GROUP], ttl or self.config.bootstrap_ttl, now=time.time()
         )
         record["user"] = f"system:bootstrap:{record['id']}"
-        self.bootstrap.put(record)
+        await self.bootstrap.create(record)
         return token
+
+    async def load_credentials(self) -> None:
+        """Read the API key and bootstrap token records from the Barn (a local read)."""
+        await self.apikeys.refresh()
+        await self.bootstrap.refresh()
+
+    async def migrate_credential_files(self) -> int:
+        """Move the records of the per-replica files of older versions
+        (``secrets/apikeys.json``, ``secrets/bootstrap-tokens.json``) into the Barn, once."""
+        if self.keydir is None:
+            return 0
+        changed = 0
+        for name, cache in (
+            ("apikeys.json", self.apikeys),
+            ("bootstrap-tokens.json", self.bootstrap),
+        ):
+            path = self.keydir / name
+            if path.exists():
+                changed += await _credentials.migrate_file(path, cache)
+        return changed
+
+    async def watch(self) -> None:
+        """Keep the RBAC snapshot and the credential caches current; runs until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.rbac.watch(), name="rbac-watch")
+            tg.create_task(self.apikeys.watch(), name="apikeys-watch")
+            tg.create_task(self.bootstrap.watch(), name="bootstrap-tokens-watch")
 
     # -- Secrets ----------------------------------------------------------------------------------
     async def seal_secret_write(self, obj: Obj) -> Obj:
@@ -456,7 +460,6 @@ __all__ = [
     "BearerAuthenticator",
     "RateLimiter",
     "RbacAuthorizer",
-    "RecordStore",
     "Security",
     "SecurityConfig",
     "identity_of",

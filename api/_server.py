@@ -42,6 +42,7 @@ from runink.api import (
     _apply,
     _audit,
     _auth,
+    _credentials,
     _governance,
     _lineage_http,
     _rbac,
@@ -164,6 +165,8 @@ class Handlers:
             selector=req.get("selector") or None,
             bookmark_interval=float(interval) if interval else self.bookmark_interval,
         ):
+            if _credentials.is_reserved(ev.object.get("kind")):
+                continue  # API key records (hashed) are the server's own, never served
             yield {"type": ev.type, "object": ev.object, "revision": str(ev.revision)}
 
     # -- writes ---------------------------------------------------------------------------------
@@ -771,7 +774,7 @@ class ApiServer:
         ttl = float(req.get("ttlSeconds") or 30 * 86400)
         token, record = _apikeys.create_api_key(user, groups, ttl, now=time.time())
         record["description"] = str(req.get("description") or "")
-        self.security.apikeys.put(record)
+        record = await self.security.apikeys.create(record)
         return {"token": token, **{k: v for k, v in record.items() if k != "hash"}}
 
     def _may_manage_all_keys(self, identity: _auth.Identity) -> bool:
@@ -789,14 +792,18 @@ class ApiServer:
 
     async def _revoke_api_key(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
         call.verb, call.kind, call.name = "delete", "apikeys", str(req.get("id"))
-        record = self.security.apikeys.records.get(str(req.get("id")))
-        if record is None or not (
-            record.get("user") == identity.user or self._may_manage_all_keys(identity)
-        ):
-            raise errors.NotFound(f"API key {req.get('id')!r} not found")
+        not_found = errors.NotFound(f"API key {req.get('id')!r} not found")
+        if _apikeys.KEY_ID_RE.fullmatch(str(req.get("id"))) is None:
+            raise not_found
+        try:
+            # From the Barn, not the cache: a key made through another replica a moment ago.
+            _, record = await self.security.apikeys.get(str(req.get("id")))
+        except errors.NotFound:
+            raise not_found from None
+        if not (record.get("user") == identity.user or self._may_manage_all_keys(identity)):
+            raise not_found
         call.decision = "allow"
-        revoked = _apikeys.revoke(record, now=time.time())
-        self.security.apikeys.put(revoked)
+        revoked = await self.security.apikeys.revoke(str(record["id"]), now=time.time())
         return {k: v for k, v in revoked.items() if k != "hash"}
 
     async def _sa_token(self, identity: _auth.Identity, req: Obj, call: _Call) -> Obj:
@@ -1145,17 +1152,48 @@ class ApiServer:
             )
             self.token_port = self._bind(server, self.requested_token_port, tls)
         await self.security.rbac.refresh()
+        await self.security.load_credentials()
+        try:
+            published = await self._publish_credentials()
+        except (errors.Unavailable, errors.OutcomeUnknown) as e:
+            # A replica starting before its cluster has a leader: retried in the background.
+            log.info("credentials not published yet (%s); retrying in the background", e)
+            published = False
+        except BaseException:
+            await server.stop(None)
+            if self.security.audit is not None:
+                self.security.audit.close()
+            raise
         await server.start()
         self._server = server
         self.port = port
         self._background = asyncio.create_task(
-            self.security.rbac.watch(), name="apiserver-rbac-watch"
+            self._keep_security(published), name="apiserver-security"
         )
+        return port
+
+    async def _publish_credentials(self) -> bool:
+        """Move old per-replica key files into the Barn, then mint this start's bootstrap token
+        (record in the Barn, token in ``<data dir>/bootstrap-token`` for the operator)."""
+        await self.security.migrate_credential_files()
         data_dir = self.security.config.data_dir
         if data_dir is not None:
-            self.bootstrap_token = self.security.create_bootstrap_token()
-            _write_private(data_dir / "bootstrap-token", self.bootstrap_token.encode() + b"\n")
-        return port
+            token = await self.security.create_bootstrap_token()
+            _write_private(data_dir / "bootstrap-token", token.encode() + b"\n")
+            self.bootstrap_token = token
+        return True
+
+    async def _keep_security(self, published: bool) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.security.watch(), name="apiserver-security-watch")
+            while not published:
+                try:
+                    published = await self._publish_credentials()
+                except (errors.Unavailable, errors.OutcomeUnknown):
+                    await asyncio.sleep(1.0)
+                except errors.Invalid as e:
+                    log.error("%s", e.message)
+                    return
 
     async def stop(self, grace: float | None = 1.0) -> None:
         if self._background is not None:
