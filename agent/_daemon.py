@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from runink import __version__
 from runink.agent import _runtime
 from runink.schemas import errors, quantity
 from runink.store import _api
@@ -304,6 +305,7 @@ class Agent:
             "gpus": cap["gpus"],
             "heartbeatTime": _now(),
             "leaseDurationSeconds": c.lease_duration,
+            "agentVersion": __version__,
             "conditions": _ready(node),
             # Where this agent serves logs now (an old port from a previous process is dropped).
             "addresses": list(c.addresses),

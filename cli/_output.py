@@ -77,7 +77,18 @@ def _cell(obj: Obj, column: schemas.Column) -> str:
         return ",".join(map(str, value)) if isinstance(value, list) else str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if column.format == "bytes" and isinstance(value, int):
+        return human_bytes(value)
     return str(value)
+
+
+def human_bytes(n: int) -> str:
+    """A byte count as a binary quantity: ``25276063744`` -> ``23.5Gi`` (exact below 1 Ki)."""
+    for suffix, size in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= size:
+            text = f"{n / size:.1f}".removesuffix(".0")
+            return f"{text}{suffix}"
+    return str(n)
 
 
 def _parse(ts: str) -> datetime.datetime | None:

@@ -577,6 +577,20 @@ def detach(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         "--ready-file",
         str(ready),
     ]
+    # Every other option of this `up` goes to the background one (it once dropped them).
+    for flag, value in (
+        ("--controller-port", args.controller_port),
+        ("--gitops", args.gitops),
+        ("--lineage-port", args.lineage_port),
+        ("--node-grace-period", args.node_grace_period),
+        ("--agent-metrics-port", args.agent_metrics_port),
+        ("--fluentd", args.fluentd),
+        ("--node-name", args.node_name),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.no_agent:
+        argv.append("--no-agent")
     with open(data_dir / "up.log", "ab") as log:
         proc = subprocess.Popen(
             argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
@@ -595,6 +609,57 @@ def detach(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             )
         time.sleep(0.1)
     raise errors.Unavailable(f"runink up did not become ready in 60 s; see {data_dir / 'up.log'}")
+
+
+def stop(data_dir: Path, timeout: float, say: Callable[[str], None]) -> int:
+    """Stop the ``runink up`` holding *data_dir*'s lock: SIGTERM, then wait for the lock."""
+    path = data_dir / "lock"
+    if not path.exists():
+        say(f"runink is not running on {data_dir} (no lock file)")
+        return 0
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held: running
+        else:
+            say(f"runink is not running on {data_dir}")
+            return 0
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if not text.isdigit():
+            raise errors.Unavailable(
+                f"{path} is locked but names no pid ({text!r}); stop that process yourself"
+            )
+        pid = int(text)
+        os.kill(pid, signal.SIGTERM)
+        say(f"stopping runink up (pid {pid}) on {data_dir}")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break  # released: it is gone (or going; nothing holds the data dir any more)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise errors.Unavailable(
+                        f"runink up (pid {pid}) did not stop within {timeout:g} s; "
+                        f"see {data_dir / 'up.log'}, or `kill -9 {pid}`"
+                    ) from None
+                time.sleep(0.1)
+    finally:
+        os.close(fd)
+    say("stopped")
+    return 0
+
+
+async def cmd_down(ctx: _app.Ctx) -> int:
+    a = ctx.args
+
+    def down() -> int:
+        data_dir = Path(a.data_dir).expanduser() if a.data_dir else default_data_dir()
+        return stop(data_dir, a.timeout, lambda t: ctx.streams.write(t + "\n"))
+
+    return await asyncio.to_thread(down)
 
 
 async def cmd_up(ctx: _app.Ctx) -> int:
@@ -662,6 +727,10 @@ def add_parser(sub: Any) -> None:
     up.add_argument("--node-name", help="Node name of the local agent (default: the host name)")
     up.add_argument("--ready-file", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop the runink up (e.g. --detach) running on a data dir")
+    down.add_argument("--data-dir", help="its data dir (default ~/.local/share/runink)")
+    down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to stop")
+    down.set_defaults(func=cmd_down)
 
 
 __all__ = [

@@ -15,7 +15,7 @@ import pydantic
 
 from runink.schemas import _base, _cluster, _governance, _pipelines, errors
 
-ColumnFormat = Literal["string", "age", "count", "duration", "join"]
+ColumnFormat = Literal["string", "age", "count", "duration", "join", "bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +222,7 @@ _BUILTINS = (
         _cluster.Node,
         READY,
         _c("CPU", ".status.allocatable.cpu"),
-        _c("MEMORY", ".status.allocatable.memory"),
+        _c("MEMORY", ".status.allocatable.memory", "bytes"),
         _c("GPU", ".status.allocatable.gpu", wide=True),
         _c("UNSCHEDULABLE", ".spec.unschedulable", wide=True),
         _c("VERSION", ".status.agentVersion", wide=True),
