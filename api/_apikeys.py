@@ -37,6 +37,11 @@ def _ts(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(s: str) -> float:
+    """A record's RFC 3339 time (``createdAt``, ``expiresAt``, ``revokedAt``) as a timestamp."""
+    return _parse_ts(s)
+
+
 def _parse_ts(s: object) -> float:
     if not isinstance(s, str):
         raise errors.Invalid("timestamp must be an RFC 3339 string")

@@ -158,6 +158,38 @@ class RecordCache:
             f"{self.kind} {key_id} kept changing while it was being revoked; retry the revocation"
         )
 
+    def stale(self, *, now: float, retention: float) -> list[str]:
+        """Ids of records expired or revoked more than *retention* seconds before *now*."""
+        out = []
+        for key_id, record in self.records.items():
+            ends = [record.get("expiresAt")]
+            if record.get("revoked"):
+                ends.append(record.get("revokedAt") or record.get("createdAt"))
+            times = []
+            for t in ends:
+                with contextlib.suppress(errors.Invalid, ValueError, TypeError):
+                    times.append(_apikeys.parse_time(str(t)))
+            if times and min(times) + retention < now:
+                out.append(key_id)
+        return out
+
+    async def purge(self, *, now: float, retention: float) -> int:
+        """Delete the `stale` records from the Barn (as Kubernetes' token cleaner does for
+        expired bootstrap tokens); returns how many this call deleted. Replicas may race to
+        delete the same record: a record already gone is not an error."""
+        deleted = 0
+        for key_id in self.stale(now=now, retention=retention):
+            held = self._objects.get(key_id)
+            try:
+                obj = await self.barn.delete(
+                    self.kind, key_id, resource_version=str(_rv(held)) if held else None
+                )
+            except (errors.NotFound, errors.Conflict):
+                continue  # gone already, or changed meanwhile: the next round decides
+            self._remember(obj, _rv(obj) + 1, deleted=True)
+            deleted += 1
+        return deleted
+
     async def merge(self, record: Mapping[str, Any]) -> bool:
         """Store a record read from an old file (migration); True if the Barn changed.
 

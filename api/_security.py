@@ -58,6 +58,11 @@ class SecurityConfig:
     audience: str = _tokens.DEFAULT_AUDIENCE
     #: Lifetime of the bootstrap token created at start (``<data dir>/bootstrap-token``).
     bootstrap_ttl: float = 24 * 3600.0
+    #: How often expired or revoked credential records are deleted from the Barn, and how long
+    #: an expired or revoked API key stays listed (`ListAPIKeys`) first. Bootstrap tokens go
+    #: as soon as they expire (Kubernetes' token cleaner does the same).
+    credential_cleanup_interval: float = 600.0
+    apikey_retention: float = 7 * 86400.0
 
 
 class RateLimiter:
@@ -342,6 +347,25 @@ class Security:
             tg.create_task(self.rbac.watch(), name="rbac-watch")
             tg.create_task(self.apikeys.watch(), name="apikeys-watch")
             tg.create_task(self.bootstrap.watch(), name="bootstrap-tokens-watch")
+            tg.create_task(self._clean_credentials(), name="credential-cleaner")
+
+    async def _clean_credentials(self) -> None:
+        """Expired and revoked records leave the Barn (every replica runs this; deletes race
+        harmlessly). Without it, each start's bootstrap token would stay forever."""
+        while True:
+            await asyncio.sleep(self.config.credential_cleanup_interval)
+            now = time.time()
+            for cache, retention in (
+                (self.bootstrap, 0.0),
+                (self.apikeys, self.config.apikey_retention),
+            ):
+                try:
+                    n = await cache.purge(now=now, retention=retention)
+                except errors.RuninkError as e:  # e.g. no quorum right now: next round
+                    log.info("credential cleanup of %s postponed: %s", cache.kind, e)
+                    continue
+                if n:
+                    log.info("deleted %d expired or revoked %s records", n, cache.kind)
 
     # -- Secrets ----------------------------------------------------------------------------------
     async def seal_secret_write(self, obj: Obj) -> Obj:

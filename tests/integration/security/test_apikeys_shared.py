@@ -264,3 +264,47 @@ async def test_an_unreadable_old_key_file_stops_the_start_with_its_path(tmp_path
         assert bad.exists(), "a file that could not be migrated is left in place"
     finally:
         await barn.close()
+
+
+async def test_expired_and_revoked_records_leave_the_barn_after_their_retention(
+    tmp_path: Path,
+) -> None:
+    """The credential cleaner: a bootstrap token goes at expiry, an API key after the retention
+    past its expiry or revocation; a live key stays. Two servers race to delete: no error."""
+    pki = api.ensure_cluster_pki(tmp_path / "pki")
+    barn = store.open_local(tmp_path / "barn")
+    servers: list[api.ApiServer] = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir(mode=0o700)
+            server = api.ApiServer(
+                barn, ca_pem=pki.ca.cert_pem, server_pair=pki.server, ca_pair=pki.ca,
+                token_port=0,
+                security=api.SecurityConfig(
+                    data_dir=tmp_path / name, bootstrap_ttl=1.0,
+                    credential_cleanup_interval=0.2, apikey_retention=1.0,
+                ),
+            )  # fmt: skip
+            await server.start()
+            servers.append(server)
+        c = Servers(pki, barn, servers, [tmp_path / "a", tmp_path / "b"])
+        async with c.admin(0) as a:
+            short = str((await a.create_api_key(ttl_seconds=1))["id"])
+            gone = str((await a.create_api_key(ttl_seconds=600))["id"])
+            await a.revoke_api_key(gone)
+            live = str((await a.create_api_key(ttl_seconds=600))["id"])
+            assert {short, gone, live} <= {k["id"] for k in await a.list_api_keys()}
+
+            async def cleaned() -> None:
+                ids = {k["id"] for k in await a.list_api_keys()}
+                assert short not in ids and gone not in ids, ids
+                assert (await barn.list("system:BootstrapToken")).items == []
+
+            await eventually("expired records deleted", cleaned)
+            assert live in {k["id"] for k in await a.list_api_keys()}
+            with pytest.raises(errors.NotFound):
+                await barn.get("system:APIKey", short)
+    finally:
+        for s in servers:
+            await s.stop(0)
+        await barn.close()
