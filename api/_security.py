@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from runink.api import _apikeys, _audit, _auth, _credentials, _rbac, _secrets, _tokens
 from runink.schemas import errors, registry
@@ -121,8 +121,37 @@ class BearerAuthenticator:
     """``authorization: Bearer <token>``: API keys and bootstrap tokens (``rk_...``),
     service-account JWTs (ours, ES256) and OIDC ID tokens (configured issuers)."""
 
+    #: How long a bound token's Slice, once seen live, is not read again (a token may outlive
+    #: its Slice by this much at most).
+    BOUND_CACHE_SECONDS: ClassVar[float] = 1.0
+
     def __init__(self, security: Security) -> None:
         self.security = security
+        self._live: dict[_tokens.BoundToken, float] = {}  # -> monotonic time it was seen live
+
+    async def _check_bound(self, bound: _tokens.BoundToken) -> None:
+        """A token minted for a Slice (the agent's, for the step) dies with it: refused once
+        the Slice is deleted, replaced (another uid) or finished, as Kubernetes refuses a bound
+        token whose pod is gone."""
+        seen = self._live.get(bound)
+        if seen is not None and time.monotonic() - seen < self.BOUND_CACHE_SECONDS:
+            return
+        what = f'service-account token of Slice "{bound.name}" in herd "{bound.herd}"'
+        try:
+            obj = await self.security.barn.get("Slice", bound.name, bound.herd)
+        except errors.NotFound:
+            self._live.pop(bound, None)
+            raise errors.Unauthenticated(f"{what}: the Slice no longer exists") from None
+        if (obj.get("metadata") or {}).get("uid") != bound.uid:
+            self._live.pop(bound, None)
+            raise errors.Unauthenticated(f"{what}: that Slice was deleted and made again")
+        phase = (obj.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            self._live.pop(bound, None)
+            raise errors.Unauthenticated(f"{what}: the Slice has finished ({phase})")
+        if len(self._live) > 10_000:
+            self._live.clear()
+        self._live[bound] = time.monotonic()
 
     async def authenticate(self, request: _auth.AuthRequest) -> _auth.Identity | None:
         raw = request.metadata.get("authorization")
@@ -143,9 +172,11 @@ class BearerAuthenticator:
             return identity_of(_apikeys.verify(token, sec.apikeys.records, now), "apikey")
         header = _tokens._header(token)
         if header.get("alg") == _tokens.SA_ALGORITHM and str(header.get("kid")) in sec.sa_keys.keys:
-            subject = _tokens.verify_sa_token(
+            subject, bound = _tokens.verify_bound_sa_token(
                 token, sec.config.audience, now, keys=sec.sa_keys, issuer=sec.config.sa_issuer
             )
+            if bound is not None:
+                await self._check_bound(bound)
             return identity_of(subject, "serviceaccount")
         if not sec.oidc:
             raise errors.Unauthenticated("bearer token is not an API key or a known token")
@@ -273,6 +304,7 @@ class Security:
 
     def __init__(self, barn: barn_api.Barn, config: SecurityConfig | None = None) -> None:
         self.config = config = config or SecurityConfig()
+        self.barn = barn
         keydir: Path | None = None
         if config.data_dir is not None:
             keydir = config.data_dir / "secrets"

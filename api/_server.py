@@ -836,6 +836,7 @@ class ApiServer:
             audience=audience,
             issuer=self.security.config.sa_issuer,
             bound_uid=(obj.get("metadata") or {}).get("uid"),
+            bound_slice=name,
         )
         return {"token": token, "expiresAt": int(now + ttl), "serviceAccount": sa}
 

@@ -181,11 +181,13 @@ def issue_sa_token(
     audience: str = DEFAULT_AUDIENCE,
     issuer: str = DEFAULT_SA_ISSUER,
     bound_uid: str | None = None,
+    bound_slice: str | None = None,
 ) -> str:
     """A JWT for ServiceAccount herd/name, valid ``ttl`` seconds from ``now`` for ``audience``.
 
-    ``bound_uid`` (e.g. the PipelineRun's uid) is carried as ``runink.io/boundUid`` so the
-    server can refuse tokens whose object is gone.
+    ``bound_slice``/``bound_uid`` (the Slice in the same herd a token was minted for, and its
+    uid) are carried as ``runink.io/boundSlice`` and ``runink.io/boundUid``: the server refuses
+    the token once that Slice is gone, replaced or finished (`BoundToken`).
     """
     if ttl <= 0:
         raise errors.Invalid("ttl must be positive")
@@ -201,8 +203,19 @@ def issue_sa_token(
     }
     if bound_uid is not None:
         claims["runink.io/boundUid"] = bound_uid
+    if bound_slice is not None:
+        claims["runink.io/boundSlice"] = bound_slice
     header = {"alg": SA_ALGORITHM, "kid": keys.active, "typ": "JWT"}
     return jwt.encode(header, claims, keys.keys[keys.active], algorithms=[SA_ALGORITHM])
+
+
+@dataclass(frozen=True, slots=True)
+class BoundToken:
+    """What a service-account token is bound to: Slice *name* (uid *uid*) in *herd*."""
+
+    herd: str
+    name: str
+    uid: str
 
 
 def verify_sa_token(
@@ -215,6 +228,20 @@ def verify_sa_token(
     leeway: int = 5,
 ) -> _rbac.Subject:
     """The ServiceAccount subject of a valid token, else ``errors.Unauthenticated``."""
+    return verify_bound_sa_token(token, audience, now, keys=keys, issuer=issuer, leeway=leeway)[0]
+
+
+def verify_bound_sa_token(
+    token: str,
+    audience: str,
+    now: float,
+    *,
+    keys: ServiceAccountKeys,
+    issuer: str = DEFAULT_SA_ISSUER,
+    leeway: int = 5,
+) -> tuple[_rbac.Subject, BoundToken | None]:
+    """`verify_sa_token`, and the Slice the token is bound to (None for an unbound token):
+    the caller checks that the Slice still exists with that uid and has not finished."""
     who = "service-account"
     header = _header(token)
     if header.get("alg") != SA_ALGORITHM:
@@ -240,7 +267,11 @@ def verify_sa_token(
         raise errors.Unauthenticated(
             f"{who} token subject is not system:serviceaccount:<herd>:<name>"
         )
-    return _rbac.Subject.for_service_account(parts[0], parts[1])
+    subject = _rbac.Subject.for_service_account(parts[0], parts[1])
+    uid, name = claims.get("runink.io/boundUid"), claims.get("runink.io/boundSlice")
+    if isinstance(uid, str) and isinstance(name, str) and uid and name:
+        return subject, BoundToken(parts[0], name, uid)
+    return subject, None
 
 
 # --- OIDC ---------------------------------------------------------------------------------------
@@ -440,6 +471,7 @@ __all__ = [
     "DEFAULT_SA_ISSUER",
     "OIDC_ALGORITHMS",
     "SA_ALGORITHM",
+    "BoundToken",
     "Fetch",
     "JWKSCache",
     "OIDCConfig",
@@ -447,5 +479,6 @@ __all__ = [
     "ServiceAccountKeys",
     "issue_sa_token",
     "urllib_fetch",
+    "verify_bound_sa_token",
     "verify_sa_token",
 ]

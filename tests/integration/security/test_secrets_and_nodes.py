@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,48 @@ async def test_rate_limit_and_request_size(cluster: Cluster) -> None:
         huge = _secret("alpha", "huge", "x" * (5 * 1024 * 1024))
         with pytest.raises(errors.Invalid, match="request too large"):
             await admin.create(huge)
+
+
+async def test_a_slice_token_dies_with_its_slice(cluster: Cluster) -> None:
+    """A token the agent minted for a Slice is refused once that Slice finished, or was deleted
+    (or deleted and made again under the same name), as a bound token of a deleted pod."""
+    async with cluster.cert_client("admin") as admin:
+        for name in ("done", "gone", "deleted"):
+            await admin.create(_slice("alpha", name, "node-a"))
+    token = (cluster.data_dir / "bootstrap-token").read_text().strip()
+    cert, key = await api.bootstrap_node_credentials(
+        cluster.token_target, cluster.pki.ca.cert_pem, token, "node-a"
+    )
+    agent = api.Client(
+        cluster.target, ca_pem=cluster.pki.ca.cert_pem, cert_pem=cert, key_pem=key, timeout=10
+    )
+    async with agent:
+        done = (await agent.service_account_token("alpha", "done"))["token"]
+        gone = (await agent.service_account_token("alpha", "gone"))["token"]
+        deleted = (await agent.service_account_token("alpha", "deleted"))["token"]
+    for minted in (done, gone, deleted):
+        async with cluster.token_client(minted) as step:
+            assert (await step.whoami())["user"] == "system:serviceaccount:alpha:etl"
+    async with cluster.cert_client("admin") as admin:
+        live = await admin.get("Slice", "done", "alpha")
+        live["status"] = {"phase": "Succeeded", "exitCode": 0}
+        await admin.update_status(live)
+        await admin.delete("Slice", "gone", "alpha")
+        await admin.create(_slice("alpha", "gone", "node-a"))  # same name, another uid
+        await admin.delete("Slice", "deleted", "alpha")
+
+    async def refused(minted: str) -> str:
+        deadline = time.monotonic() + 5  # past the authenticator's 1 s cache of live slices
+        while True:
+            try:
+                async with cluster.token_client(minted) as step:
+                    await step.whoami()
+            except errors.Unauthenticated as e:
+                return e.message
+            assert time.monotonic() < deadline, "the token still works"
+            await asyncio.sleep(0.1)
+
+    assert "has finished (Succeeded)" in await refused(done)
+    assert "deleted and made again" in await refused(gone)
+    assert "no longer exists" in await refused(deleted)
+    assert done not in await refused(done)
