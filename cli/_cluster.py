@@ -269,12 +269,15 @@ def up_replicas(args: argparse.Namespace, n: int, say: Say = print) -> int:
         for i in range(n):
             ready = root / f"r{i}.ready"
             ready.unlink(missing_ok=True)
+            # The cluster secret goes to the replica's data dir (0600), not its argv: a command
+            # line is readable by every local user (and a secret starting with "-" broke it).
+            store.write_secret(str(root / f"r{i}"), secret)
             cmd = [
                 sys.executable, "-m", "runink.cli._cluster", "server",
                 "--data-dir", str(root / f"r{i}"), "--raft-addr", addrs[i],
                 "--peers", ",".join(a for a in addrs if a != addrs[i]),
                 "--port", str(base + 10 * i), "--shared-dir", str(root),
-                "--token", secret, "--ready-file", str(ready),
+                "--ready-file", str(ready),
             ]  # fmt: skip
             logf = open(root / f"r{i}.log", "ab")  # noqa: SIM115 - owned by the child
             procs.append(subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT))

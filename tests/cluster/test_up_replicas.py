@@ -25,8 +25,20 @@ spec: {{}}
 """
 
 
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+    except (FileNotFoundError, ProcessLookupError):
+        return b""  # exited meanwhile
+
+
 def test_up_replicas_survives_killing_the_leader() -> None:
     with _up.replicas(3) as root:
+        # The cluster secret (Raft peer encryption) is in each replica's data dir, never on a
+        # command line, which any local user can read.
+        secret = (root / "data" / "cluster.secret").read_bytes().strip()
+        showing = [p.name for p in Path("/proc").iterdir() if secret in _cmdline(p)]
+        assert showing == [], f"the cluster secret is on the command line of pids {showing}"
         for i in range(5):
             (root / f"h{i}.yaml").write_text(HERD.format(name=f"before-{i}"))
             r = _up.cli(root, "apply", "-f", str(root / f"h{i}.yaml"))
