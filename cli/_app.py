@@ -813,7 +813,10 @@ def _server_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--raft-addr", required=True, help="host:port this replica's Raft listens on")
     sp.add_argument("--peers", default="", help="the other members' Raft addresses, a,b")
     sp.add_argument("--port", type=int, default=0, help="API port (0: any free port)")
-    sp.add_argument("--token", help="the cluster secret (joining members)")
+    sp.add_argument(
+        "--token", help="the cluster secret (joining members; visible in ps: prefer --token-file)"
+    )
+    sp.add_argument("--token-file", help="a file holding the cluster secret (joining members)")
     sp.add_argument("--pki-dir")
     sp.add_argument("--shared-dir")
     sp.add_argument("--controller-port", type=int)

@@ -57,6 +57,14 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 def _secret(data_dir: Path, args: argparse.Namespace) -> str:
     token = getattr(args, "token", None)
+    token_file = getattr(args, "token_file", None)
+    if token_file:
+        try:
+            token = Path(token_file).expanduser().read_text().strip()
+        except OSError as e:
+            raise errors.Invalid(f"--token-file {token_file}: {e.strerror}") from None
+        if not token:
+            raise errors.Invalid(f"--token-file {token_file} is empty: it must hold the secret")
     if token:
         store.write_secret(str(data_dir), token)
     return store.ensure_secret(str(data_dir), create=bool(getattr(args, "init", False)))
@@ -335,6 +343,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--init", action="store_true")
     s.add_argument("--join")
     s.add_argument("--token")
+    s.add_argument("--token-file")
     s.add_argument("--pki-dir")
     s.add_argument("--shared-dir")
     s.add_argument("--controller-port", type=int)
