@@ -578,6 +578,9 @@ async def cmd_version(ctx: Ctx) -> int:
 
 async def cmd_whoami(ctx: Ctx) -> int:
     me = await ctx.client().whoami()
+    if ctx.args.output in ("json", "yaml"):
+        ctx.streams.write(_output.render([me], ctx.args.output, single=True))
+        return 0
     ctx.streams.write(
         f"{me['user']} (groups: {', '.join(me['groups']) or '<none>'}; via {me['method']})\n"
     )
@@ -747,7 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
     vp = sub.add_parser("version", help="client and server versions")
     vp.add_argument("--client", action="store_true")
     vp.set_defaults(func=cmd_version)
-    sub.add_parser("whoami", help="who the server thinks you are").set_defaults(func=cmd_whoami)
+    wp = sub.add_parser("whoami", help="who the server thinks you are")
+    wp.add_argument("-o", "--output", choices=["json", "yaml"], help="the whole answer")
+    wp.set_defaults(func=cmd_whoami)
 
     cp = sub.add_parser("config", help="view or change the client config")
     csub = cp.add_subparsers(dest="config_cmd", required=True)

@@ -23,15 +23,6 @@ if TYPE_CHECKING:
     from runink.cli import _app
 
 
-async def cmd_whoami(ctx: _app.Ctx) -> int:
-    me = await ctx.client().whoami()
-    if getattr(ctx.args, "output", None) == "json":
-        ctx.streams.write(json.dumps(me, indent=2) + "\n")
-    else:
-        ctx.streams.write(f"user: {me['user']}\ngroups: {', '.join(me['groups'])}\n")
-    return 0
-
-
 async def cmd_can_i(ctx: _app.Ctx) -> int:
     """Exit 0 and print "yes" when allowed, exit 1 and print "no" otherwise (as kubectl)."""
     a = ctx.args
@@ -221,7 +212,7 @@ async def cmd_apikey_revoke(ctx: _app.Ctx) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Register every command above on the CLI's top-level subparsers."""
-    # `whoami` is already registered by _app (its cmd_whoami is equivalent).
+    # `whoami` is registered by _app.
     auth = sub.add_parser("auth", help="inspect authorization").add_subparsers(dest="auth_cmd")
     p = auth.add_parser("can-i", help="may I do VERB on RESOURCE[/NAME]?")
     p.add_argument("verb")
@@ -298,5 +289,4 @@ __all__ = [
     "cmd_reveal",
     "cmd_rotate_key",
     "cmd_seal",
-    "cmd_whoami",
 ]

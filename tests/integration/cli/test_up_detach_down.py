@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -44,6 +45,9 @@ def test_detached_up_keeps_its_options_and_down_stops_it(tmp_path: Path) -> None
         assert b"--no-agent" in argv and b"--node-grace-period" in argv
         nodes = runink("get", "nodes", env=env)
         assert nodes.returncode == 0 and "No resources found" in nodes.stdout + nodes.stderr
+        me = runink("whoami", "-o", "json", env=env)
+        assert me.returncode == 0, me.stderr
+        assert "system:masters" in json.loads(me.stdout)["groups"]
 
         down = runink("down", "--data-dir", str(data), env=env)
         assert down.returncode == 0, down.stderr
