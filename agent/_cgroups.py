@@ -265,13 +265,11 @@ class SliceCgroup:
         return self.layout.unified / self.parent / self.name
 
     def dirs(self) -> list[Path]:
-        out = list(self.v1_dirs.values())
-        if self.v2_dir is not None:
-            out.append(self.v2_dir)
-        return out
+        """The slice's directory in every hierarchy, in `bases` (and so `Plan`) order."""
+        return [b / self.name for b in bases(self.layout, self.parent)]
 
     def procs_files(self) -> list[str]:
-        """Every ``cgroup.procs`` the launcher writes the slice's pid into, before exec."""
+        """Every ``cgroup.procs`` of the slice (the fork server joins them per its `Plan`)."""
         return [str(d / "cgroup.procs") for d in self.dirs()]
 
     def exists(self) -> bool:
@@ -381,8 +379,7 @@ class SliceCgroup:
         deadline = time.monotonic() + timeout
         if self.pids():
             self.kill()
-        unused = [p / self.parent / self.name for p in self.layout.unused_v1.values()]
-        for d in self.dirs() + unused:
+        for d in [b / self.name for b in _all_bases(self.layout, self.parent)]:
             while True:
                 try:
                     d.rmdir()
